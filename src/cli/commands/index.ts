@@ -1,4 +1,6 @@
 import type { Command } from 'commander';
+import { register as disk } from './disk.js';
+import { register as rct } from './rct.js';
 
 /** Every noun of the CLI. A command module exports `register(program)`. */
-export const commands: Array<(program: Command) => void> = [];
+export const commands: Array<(program: Command) => void> = [disk, rct];

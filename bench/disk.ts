@@ -1,0 +1,154 @@
+/**
+ * Disk throughput: Tidemark against its peers on the same image in the same run.
+ *
+ *   convert raw -> dynamic VHDX     tidemark disk convert   vs  qemu-img convert -O vhdx
+ *   convert dynamic VHDX -> raw     tidemark disk convert   vs  qemu-img convert -O raw
+ *   convert raw -> raw              tidemark disk convert   vs  cp --sparse=always + sync
+ *   sequential read of the VHDX     VhdxDevice.read         vs  RawFileDevice.read (same data)
+ *   sequential write                VhdxDevice.write        vs  RawFileDevice.write
+ *
+ * Every output is flushed to disk by both sides (Tidemark fsyncs; qemu-img runs with -t writeback,
+ * which flushes on close; cp is followed by sync). The image (TIDEMARK_BENCH_DISK_MIB, default 1024)
+ * holds random data with a hole in every eighth 8 MiB stretch. Each figure is the best of
+ * TIDEMARK_BENCH_RUNS (default 2) runs; the ratio is Tidemark's throughput over the peer's (> 1: faster).
+ */
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { RawFileDevice } from '../src/blockdev/RawFileDevice.js';
+import type { BlockDevice } from '../src/blockdev/BlockDevice.js';
+import { VhdxDevice } from '../src/vhdx/VhdxDevice.js';
+import { convertDisk } from '../src/disk/convertDisk.js';
+import { openDisk } from '../src/disk/openDisk.js';
+
+const MiB = 1024 * 1024;
+const CHUNK = 8 * MiB;
+
+function sh(cmd: string, args: string[]): void {
+  const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
+}
+
+async function time(fn: () => Promise<void> | void, before?: () => Promise<void>): Promise<number> {
+  const runs = Number(process.env.TIDEMARK_BENCH_RUNS ?? 2);
+  let best = Infinity;
+  for (let i = 0; i < runs; i++) {
+    await before?.();
+    const t0 = process.hrtime.bigint();
+    await fn();
+    best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  return best;
+}
+
+/** One 8 MiB stretch in eight is a hole; the rest is random. Returns the bytes of data written. */
+async function makeImage(path: string, size: number): Promise<number> {
+  const fh = await open(path, 'w');
+  let data = 0;
+  try {
+    await fh.truncate(size);
+    for (let off = 0, i = 0; off < size; off += CHUNK, i++) {
+      if (i % 8 === 7) continue;
+      const n = Math.min(CHUNK, size - off);
+      await fh.write(randomBytes(n), 0, n, off);
+      data += n;
+    }
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  return data;
+}
+
+async function readAll(dev: BlockDevice): Promise<void> {
+  const depth = 4;
+  const inFlight: Promise<Buffer>[] = [];
+  for (let off = 0; off < dev.size; off += CHUNK) {
+    inFlight.push(dev.read(off, Math.min(CHUNK, dev.size - off)));
+    if (inFlight.length >= depth) await inFlight.shift();
+  }
+  await Promise.all(inFlight);
+}
+
+async function writeAll(dev: BlockDevice, pattern: Buffer): Promise<void> {
+  const depth = 4;
+  const inFlight: Promise<void>[] = [];
+  for (let off = 0; off < dev.size; off += CHUNK) {
+    inFlight.push(dev.write(off, pattern.subarray(0, Math.min(CHUNK, dev.size - off))));
+    if (inFlight.length >= depth) await inFlight.shift();
+  }
+  await Promise.all(inFlight);
+  await dev.flush();
+}
+
+function row(label: string, bytes: number, ours: number, peerLabel: string, theirs: number): void {
+  const mbs = (s: number) => (bytes / MiB / s).toFixed(0).padStart(6);
+  const ratio = theirs / ours;
+  process.stdout.write(`${label.padEnd(34)} tidemark ${mbs(ours)} MiB/s   ${peerLabel.padEnd(24)} ${mbs(theirs)} MiB/s   ratio ${ratio.toFixed(2)}\n`);
+}
+
+export async function run(): Promise<void> {
+  const size = Number(process.env.TIDEMARK_BENCH_DISK_MIB ?? 1024) * MiB;
+  const dir = await mkdtemp(join(tmpdir(), 'tidemark-bench-disk-'));
+  try {
+    const src = join(dir, 'src.raw');
+    const data = await makeImage(src, size);
+    process.stdout.write(`image: ${size / MiB} MiB virtual, ${data / MiB} MiB of random data; figures are virtual bytes per second, best of ${process.env.TIDEMARK_BENCH_RUNS ?? 2}\n`);
+    const rmf = (...p: string[]) => async () => {
+      for (const f of p) await rm(f, { force: true });
+    };
+
+    // raw -> dynamic VHDX
+    const tv = join(dir, 'tm.vhdx');
+    const qv = join(dir, 'qemu.vhdx');
+    const oursToVhdx = await time(() => convertDisk(src, tv, { format: 'vhdx', type: 'dynamic', blockSize: 32 * MiB }).then(() => undefined), rmf(tv));
+    const qemuToVhdx = await time(() => sh('qemu-img', ['convert', '-t', 'writeback', '-f', 'raw', '-O', 'vhdx', '-o', 'subformat=dynamic,block_size=32M', src, qv]), rmf(qv));
+    row('convert raw -> dynamic vhdx', size, oursToVhdx, 'qemu-img convert', qemuToVhdx);
+
+    // dynamic VHDX -> raw (both read the VHDX Tidemark wrote)
+    const tr = join(dir, 'tm.raw');
+    const qr = join(dir, 'qemu.raw');
+    const oursFromVhdx = await time(() => convertDisk(tv, tr, { format: 'raw' }).then(() => undefined), rmf(tr));
+    const qemuFromVhdx = await time(() => sh('qemu-img', ['convert', '-t', 'writeback', '-f', 'vhdx', '-O', 'raw', tv, qr]), rmf(qr));
+    row('convert dynamic vhdx -> raw', size, oursFromVhdx, 'qemu-img convert', qemuFromVhdx);
+
+    // raw -> raw
+    const tc = join(dir, 'tm-copy.raw');
+    const cc = join(dir, 'cp-copy.raw');
+    const oursCopy = await time(() => convertDisk(src, tc, { format: 'raw' }).then(() => undefined), rmf(tc));
+    const cpCopy = await time(() => {
+      sh('cp', ['--sparse=always', src, cc]);
+      sh('sync', [cc]);
+    }, rmf(cc));
+    row('convert raw -> raw', size, oursCopy, 'cp --sparse=always+sync', cpCopy);
+
+    // Device-level sequential read: VHDX against raw, same content.
+    const vhdxRead = await time(async () => {
+      const d = await openDisk(tv, { readOnly: true });
+      try { await readAll(d); } finally { await d.close(); }
+    });
+    const rawRead = await time(async () => {
+      const d = await openDisk(src, { readOnly: true });
+      try { await readAll(d); } finally { await d.close(); }
+    });
+    row('sequential read, VhdxDevice', size, vhdxRead, 'RawFileDevice', rawRead);
+
+    // Device-level sequential write into a new disk.
+    const pattern = randomBytes(CHUNK);
+    const wv = join(dir, 'w.vhdx');
+    const wr = join(dir, 'w.raw');
+    const vhdxWrite = await time(async () => {
+      const d = await VhdxDevice.create(wv, { size, type: 'dynamic', blockSize: 32 * MiB });
+      try { await writeAll(d, pattern); } finally { await d.close(); }
+    }, rmf(wv));
+    const rawWrite = await time(async () => {
+      const d = await RawFileDevice.create(wr, size);
+      try { await writeAll(d, pattern); } finally { await d.close(); }
+    }, rmf(wr));
+    row('sequential write, VhdxDevice', size, vhdxWrite, 'RawFileDevice', rawWrite);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * `npm run bench [-- name...]`: run every benchmark module in this directory (a module exporting
+ * `run(): Promise<void>`), or only those named (`npm run bench -- disk nbd`). Soak tests (soak*.ts),
+ * this runner and modules without `run()` are not benches and are skipped. Each bench prints its
+ * figures next to its peer's; this runner adds a header and a timing per bench and exits non-zero
+ * when one fails (the others still run).
+ */
+import { readdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+
+/** Bench names in this directory: files `<name>.js` that are not the runners or soaks. */
+export async function benchNames(): Promise<string[]> {
+  const files = await readdir(here);
+  return files
+    .filter((f) => f.endsWith(ext) && !f.endsWith(`.d${ext}`))
+    .map((f) => f.slice(0, -ext.length))
+    .filter((n) => n !== 'run' && !n.startsWith('soak') && !n.startsWith('_'))
+    .sort();
+}
+
+async function main(argv: string[]): Promise<number> {
+  const available = await benchNames();
+  const wanted = argv.length > 0 ? argv : available;
+  const unknown = wanted.filter((n) => !available.includes(n));
+  if (unknown.length > 0) {
+    process.stderr.write(`bench: no benchmark named ${unknown.join(', ')}; available: ${available.join(', ') || '(none)'}\n`);
+    return 2;
+  }
+  let failed = 0;
+  for (const name of wanted) {
+    const mod = (await import(pathToFileURL(join(here, name + ext)).href)) as { run?: unknown };
+    if (typeof mod.run !== 'function') {
+      if (argv.length > 0) {
+        process.stderr.write(`bench: ${name} is not a benchmark (it exports no run())\n`);
+        failed++;
+      }
+      continue;
+    }
+    process.stdout.write(`\n=== bench ${name} ===\n`);
+    const t0 = process.hrtime.bigint();
+    try {
+      await (mod.run as () => Promise<void>)();
+      process.stdout.write(`=== ${name} done in ${(Number(process.hrtime.bigint() - t0) / 1e9).toFixed(1)} s ===\n`);
+    } catch (err) {
+      failed++;
+      process.stdout.write(`=== ${name} FAILED: ${(err as Error)?.stack ?? String(err)} ===\n`);
+    }
+  }
+  return failed > 0 ? 1 : 0;
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}

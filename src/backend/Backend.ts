@@ -1,0 +1,40 @@
+/**
+ * The bottom layer of a repository: a store of immutable named objects (restic's backend, Litestream's
+ * replica client). It knows nothing about chunks, encryption or snapshots — only bytes under a
+ * (type, name) key.
+ *
+ * Contract (checked by test/backend/contract.ts against every implementation):
+ * - `put` is atomic and durable when it resolves: a reader sees either no object or the whole object,
+ *   never a prefix, also after a crash or a full disk (`NoSpaceError`, nothing left behind).
+ * - `put` never replaces an object: when `name` already exists the existing object is kept and `put`
+ *   resolves `false` (objects are content-addressed, so an existing name already holds equivalent
+ *   content). It resolves `true` when it stored the object.
+ * - `get`/`stat` of a missing object reject with `ObjectNotFoundError`; `has` answers without throwing.
+ * - `list(type)` yields every name of that type once, in no particular order. Objects put or removed
+ *   while a listing runs may or may not appear.
+ * - `remove` is idempotent: removing a missing object resolves.
+ * - Invalid type/name rejects with `InvalidObjectNameError` (names are never paths).
+ * - Concurrent calls are allowed.
+ */
+export interface Backend {
+  /** Where the objects live, for messages (a directory, `memory:`...). */
+  readonly location: string;
+  put(type: ObjectType, name: string, data: Uint8Array): Promise<boolean>;
+  get(type: ObjectType, name: string): Promise<Buffer>;
+  has(type: ObjectType, name: string): Promise<boolean>;
+  list(type: ObjectType): AsyncIterable<string>;
+  remove(type: ObjectType, name: string): Promise<void>;
+  stat(type: ObjectType, name: string): Promise<ObjectInfo>;
+}
+
+/** The kinds of object a repository stores. */
+export const OBJECT_TYPES = ['config', 'keys', 'chunks', 'index', 'snapshots', 'locks'] as const;
+export type ObjectType = (typeof OBJECT_TYPES)[number];
+
+export interface ObjectInfo {
+  type: ObjectType;
+  name: string;
+  size: number;
+  /** When the object was stored (ms since the epoch). Prune's grace period reads it. */
+  mtimeMs: number;
+}

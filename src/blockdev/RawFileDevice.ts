@@ -1,0 +1,287 @@
+/**
+ * A raw disk image: a regular file whose bytes are the device's bytes.
+ *
+ * How this works: all I/O goes through one fs/promises FileHandle (positional reads and writes, no
+ * sync calls). Storage-level operations use the native addon on the same descriptor: zero/trim punch
+ * holes or zero ranges with fallocate, extents walk SEEK_DATA/SEEK_HOLE. A Gate keeps the descriptor
+ * open until every call using it has settled. Without the addon (non-Linux, not built) the device still
+ * works with capabilities trim/fastZero/extents off: zero writes zeros and extents reports one data run.
+ */
+import { constants } from 'node:fs';
+import { open, rm, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { BlockDevice, Capabilities, Extent, WriteIdentity, WriteOptions, ZeroOptions } from './BlockDevice.js';
+import { checkRange } from './checkRange.js';
+import { AlreadyExistsError, TruncatedFileError } from './errors.js';
+import { Gate } from './Gate.js';
+import { pushExtent } from './mergeExtents.js';
+import { NotFoundError, NotSupportedError, ReadOnlyError, UsageError, withContext } from '../errors.js';
+import { isNotSupported, nativeAvailable, punchHole, seekData, seekHole, zeroRange } from '../native/native.js';
+
+export interface RawOpenOptions {
+  /** Open without write access; writes reject with ReadOnlyError and the file is never modified. */
+  readOnly?: boolean;
+  /** 512 (default) or 4096. Only advisory for a raw file: any byte range works. */
+  logicalSectorSize?: number;
+}
+
+/** Largest single read/write handed to the kernel (Linux caps one syscall near 2 GiB). */
+const IO_CHUNK = 1 << 30;
+const ZEROS = Buffer.alloc(1 << 20);
+
+export class RawFileDevice implements BlockDevice {
+  readonly physicalSectorSize = 4096;
+  private readonly gate: Gate;
+  private closing: Promise<void> | undefined;
+
+  private constructor(
+    /** The image file path (for messages). */
+    readonly path: string,
+    private readonly handle: FileHandle,
+    private currentSize: number,
+    readonly logicalSectorSize: number,
+    readonly capabilities: Capabilities,
+    /** The native addon loaded (fallocate/lseek extras usable). */
+    private readonly native: boolean,
+  ) {
+    this.gate = new Gate(`raw image ${path}`);
+  }
+
+  /**
+   * Open an existing raw image. Rejects NotFoundError when the file does not exist, UsageError when it
+   * is not a regular file or the sector size is not 512/4096, and Node's errno errors (EACCES, EROFS)
+   * with the path in the message.
+   */
+  static async open(path: string, opts: RawOpenOptions = {}): Promise<RawFileDevice> {
+    const sector = checkSectorSize(opts.logicalSectorSize);
+    const handle = await withContext(`open ${path}`, open(path, opts.readOnly ? 'r' : 'r+')).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') throw new NotFoundError(path, 'check the path');
+      if (err.code === 'EISDIR') throw new UsageError(`${path} is a directory, not a raw disk image`);
+      throw err;
+    });
+    try {
+      return await RawFileDevice.fromHandle(path, handle, sector, !!opts.readOnly);
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+  }
+
+  /**
+   * Create a new sparse raw image of `size` bytes (no data allocated). Fails with AlreadyExistsError
+   * when `path` exists; the file and its directory entry are synced before this resolves.
+   */
+  static async create(path: string, size: number, opts: Omit<RawOpenOptions, 'readOnly'> = {}): Promise<RawFileDevice> {
+    if (!Number.isSafeInteger(size) || size < 0) throw new UsageError(`invalid size ${size} for ${path}: use a whole number of bytes`);
+    const sector = checkSectorSize(opts.logicalSectorSize);
+    const handle = await withContext(`create ${path}`, open(path, 'wx+', 0o644)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'EEXIST') throw new AlreadyExistsError(path);
+      if (err.code === 'ENOENT') throw new NotFoundError(dirname(path), 'the directory for the new image does not exist');
+      throw err;
+    });
+    try {
+      await withContext(`create ${path}: set size ${size}`, handle.truncate(size));
+      await handle.sync();
+      await syncDir(dirname(path));
+      return await RawFileDevice.fromHandle(path, handle, sector, false);
+    } catch (err) {
+      await handle.close();
+      await rm(path, { force: true });
+      throw err;
+    }
+  }
+
+  private static async fromHandle(path: string, handle: FileHandle, sector: number, readOnly: boolean): Promise<RawFileDevice> {
+    const st = await handle.stat();
+    if (!st.isFile()) throw new UsageError(`${path} is not a regular file; raw devices are image files`);
+    const native = nativeAvailable();
+    // Punching beyond EOF (KEEP_SIZE) changes nothing but tells whether the filesystem can punch holes.
+    const punch = native && !readOnly && (await probe(() => punchHole(handle.fd, roundUp(st.size, 4096) + 4096, 4096)));
+    const seek = native && (await probe(() => seekData(handle.fd, 0)));
+    return new RawFileDevice(path, handle, st.size, sector, { readOnly, trim: punch, fastZero: punch, fua: false, extents: seek }, native);
+  }
+
+  /** Current size in bytes (changes only through `resize`). */
+  get size(): number {
+    return this.currentSize;
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    return this.gate.run(async () => {
+      checkRange(offset, length, this.currentSize);
+      const buf = Buffer.allocUnsafe(length);
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await this.handle.read(buf, done, Math.min(length - done, IO_CHUNK), offset + done);
+        if (bytesRead === 0) throw new TruncatedFileError(this.path, offset + done, this.currentSize);
+        done += bytesRead;
+      }
+      return buf;
+    });
+  }
+
+  async write(offset: number, data: Uint8Array, opts?: WriteOptions): Promise<void> {
+    return this.gate.run(async () => {
+      this.checkWritable(offset, data.length);
+      await this.writeAll(offset, data);
+      if (opts?.fua) await this.handle.datasync();
+    });
+  }
+
+  /**
+   * Zero a range. Without `noHole`: punch a hole, else fallocate ZERO_RANGE, else write zeros.
+   * With `noHole`: ZERO_RANGE (storage stays allocated), else write zeros; never deallocates.
+   * With `fast`: NotSupportedError instead of writing zeros (the range is then unchanged).
+   */
+  async zero(offset: number, length: number, opts: ZeroOptions = {}): Promise<void> {
+    return this.gate.run(async () => {
+      this.checkWritable(offset, length);
+      if (length === 0) return;
+      const done = (!opts.noHole && this.capabilities.trim && (await this.tryNative(punchHole, offset, length))) || (this.native && (await this.tryNative(zeroRange, offset, length)));
+      if (!done) {
+        if (opts.fast) throw new NotSupportedError(`fast zeroing${opts.noHole ? ' without deallocating' : ''} on ${this.path} (filesystem cannot)`);
+        for (let pos = offset; pos < offset + length; pos += ZEROS.length) {
+          await this.writeAll(pos, ZEROS.subarray(0, Math.min(ZEROS.length, offset + length - pos)));
+        }
+      }
+      if (opts.fua) await this.handle.datasync();
+    });
+  }
+
+  /** Deallocate a range (punch hole); where the filesystem can't, zero it. Reads as zeros afterwards. */
+  async trim(offset: number, length: number, opts: WriteOptions = {}): Promise<void> {
+    return this.zero(offset, length, { fua: opts.fua });
+  }
+
+  /** fdatasync the file. */
+  async flush(): Promise<void> {
+    return this.gate.run(() => this.handle.datasync());
+  }
+
+  /**
+   * Allocation of [offset, offset+length) from SEEK_DATA/SEEK_HOLE: 'data' and 'hole' runs (never
+   * 'zero'; unwritten extents left by ZERO_RANGE may show as holes). One 'data' run when the addon or
+   * the filesystem can't tell.
+   */
+  async extents(offset: number, length: number): Promise<Extent[]> {
+    return this.gate.run(async () => {
+      checkRange(offset, length, this.currentSize);
+      const out: Extent[] = [];
+      const end = offset + length;
+      if (!this.capabilities.extents) {
+        pushExtent(out, { offset, length, type: 'data' });
+        return out;
+      }
+      let pos = offset;
+      while (pos < end) {
+        const data = await seekData(this.handle.fd, pos);
+        if (data < 0 || data >= end) {
+          pushExtent(out, { offset: pos, length: end - pos, type: 'hole' });
+          break;
+        }
+        pushExtent(out, { offset: pos, length: data - pos, type: 'hole' });
+        const stop = Math.min(await seekHole(this.handle.fd, data), end);
+        pushExtent(out, { offset: data, length: stop - data, type: 'data' });
+        pos = stop;
+      }
+      return out;
+    });
+  }
+
+  /** Flush (when writable) and close the file. Idempotent; waits for in-flight calls first. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await this.gate.close();
+      try {
+        if (!this.capabilities.readOnly) await this.handle.datasync();
+      } finally {
+        await this.handle.close();
+      }
+    })();
+    return this.closing;
+  }
+
+  /**
+   * A stat fingerprint `raw:<dev>:<ino>:<size>:<mtimeNs>`. A raw file has no write GUID, so `next`
+   * equals `current`. Our own writes change mtime too: a tracker must re-record the identity after
+   * writing through this device (and before trusting it again on the next open).
+   */
+  async identity(): Promise<WriteIdentity> {
+    return this.gate.run(async () => {
+      const st = await this.handle.stat({ bigint: true });
+      const id = `raw:${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+      return { current: id, next: id };
+    });
+  }
+
+  /**
+   * Grow (sparsely) or shrink the image to `newSize` bytes. The caller must not have I/O in flight
+   * beyond the new size.
+   */
+  async resize(newSize: number): Promise<void> {
+    return this.gate.run(async () => {
+      if (this.capabilities.readOnly) throw new ReadOnlyError(`raw image ${this.path}`);
+      if (!Number.isSafeInteger(newSize) || newSize < 0) throw new UsageError(`invalid size ${newSize} for ${this.path}: use a whole number of bytes`);
+      await withContext(`resize ${this.path}`, this.handle.truncate(newSize));
+      this.currentSize = newSize;
+    });
+  }
+
+  /** Bytes of storage the file occupies (st_blocks * 512). */
+  async allocatedBytes(): Promise<number> {
+    return this.gate.run(async () => (await this.handle.stat()).blocks * 512);
+  }
+
+  private checkWritable(offset: number, length: number): void {
+    if (this.capabilities.readOnly) throw new ReadOnlyError(`raw image ${this.path}`);
+    checkRange(offset, length, this.currentSize);
+  }
+
+  private async writeAll(offset: number, data: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await this.handle.write(data, done, Math.min(data.length - done, IO_CHUNK), offset + done);
+      done += bytesWritten;
+    }
+  }
+
+  /** Run a native range op; false when the filesystem doesn't support it (other errors propagate). */
+  private async tryNative(op: (fd: number, offset: number, length: number) => Promise<void>, offset: number, length: number): Promise<boolean> {
+    try {
+      await op(this.handle.fd, offset, length);
+      return true;
+    } catch (err) {
+      if (isNotSupported(err)) return false;
+      throw err;
+    }
+  }
+}
+
+function checkSectorSize(value: number | undefined): number {
+  const sector = value ?? 512;
+  if (sector !== 512 && sector !== 4096) throw new UsageError(`logical sector size must be 512 or 4096, got ${value}`);
+  return sector;
+}
+
+function roundUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}
+
+/** True when `op` succeeds, false when it fails (used only for capability probes). */
+async function probe(op: () => Promise<unknown>): Promise<boolean> {
+  try {
+    await op();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const h = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}

@@ -1,0 +1,160 @@
+/**
+ * Incremental, pure parser of the transmission-phase byte stream: push socket chunks in, take requests
+ * out. Many requests per chunk and requests split across chunks are both handled.
+ *
+ * A WRITE payload that sits inside one pushed chunk is returned as a view of it (no copy); one spanning
+ * chunks is assembled once into its own buffer. A WRITE whose length exceeds `maxPayload` is not buffered:
+ * up to `maxSkip` bytes are discarded as they arrive and a 'skipped' item lets the session answer with an
+ * error; anything larger cannot be skipped sanely and is 'fatal' (the session disconnects).
+ */
+import { decodeRequestHeader, type RequestHeader } from './transmissionCodec.js';
+import { CMD_WRITE, MAX_PAYLOAD, REQUEST_HEADER_SIZE } from './protocol.js';
+
+export type ParsedItem =
+  | { kind: 'request'; header: RequestHeader; payload: Buffer | null }
+  | { kind: 'skipped'; header: RequestHeader }
+  | { kind: 'fatal'; reason: string };
+
+export interface RequestParserOptions {
+  maxPayload?: number;
+  maxSkip?: number;
+}
+
+export class RequestParser {
+  private chunks: Buffer[] = [];
+  private head = 0; // read position inside chunks[0]
+  private avail = 0;
+  private state: 'header' | 'payload' | 'skip' | 'dead' = 'header';
+  private pending: RequestHeader | null = null;
+  private payload: Buffer | null = null;
+  private payloadPos = 0;
+  private skipRemaining = 0;
+  private readonly maxPayload: number;
+  private readonly maxSkip: number;
+
+  constructor(opts: RequestParserOptions = {}) {
+    this.maxPayload = opts.maxPayload ?? MAX_PAYLOAD;
+    this.maxSkip = opts.maxSkip ?? 2 * this.maxPayload;
+  }
+
+  /** Bytes received but not yet consumed. */
+  get buffered(): number {
+    return this.avail;
+  }
+
+  push(chunk: Buffer): void {
+    if (chunk.length === 0 || this.state === 'dead') return;
+    this.chunks.push(chunk);
+    this.avail += chunk.length;
+  }
+
+  /** The next complete item, or null when more bytes are needed. After 'fatal' it always returns null. */
+  next(): ParsedItem | null {
+    for (;;) {
+      switch (this.state) {
+        case 'dead':
+          return null;
+        case 'header': {
+          if (this.avail < REQUEST_HEADER_SIZE) return null;
+          const first = this.chunks[0]!;
+          let h: RequestHeader;
+          if (first.length - this.head >= REQUEST_HEADER_SIZE) {
+            h = decodeRequestHeader(first, this.head);
+            this.consume(REQUEST_HEADER_SIZE);
+          } else {
+            const tmp = Buffer.allocUnsafe(REQUEST_HEADER_SIZE);
+            this.copyOut(tmp, 0, REQUEST_HEADER_SIZE);
+            h = decodeRequestHeader(tmp, 0);
+          }
+          if (!h.magicOk) return this.die('request does not start with NBD_REQUEST_MAGIC');
+          if (h.type !== CMD_WRITE || h.length === 0) return { kind: 'request', header: h, payload: h.type === CMD_WRITE ? Buffer.alloc(0) : null };
+          if (h.length > this.maxPayload) {
+            if (h.length > this.maxSkip) return this.die(`WRITE payload of ${h.length} bytes is too large to skip`);
+            this.pending = h;
+            this.skipRemaining = h.length;
+            this.state = 'skip';
+            continue;
+          }
+          const c = this.chunks[0];
+          if (c && c.length - this.head >= h.length) {
+            const payload = c.subarray(this.head, this.head + h.length);
+            this.consume(h.length);
+            return { kind: 'request', header: h, payload };
+          }
+          this.pending = h;
+          this.payload = Buffer.allocUnsafe(h.length);
+          this.payloadPos = 0;
+          this.state = 'payload';
+          continue;
+        }
+        case 'payload': {
+          const p = this.payload!;
+          const n = Math.min(this.avail, p.length - this.payloadPos);
+          this.copyOut(p, this.payloadPos, n);
+          this.payloadPos += n;
+          if (this.payloadPos < p.length) return null;
+          const header = this.pending!;
+          this.pending = null;
+          this.payload = null;
+          this.state = 'header';
+          return { kind: 'request', header, payload: p };
+        }
+        case 'skip': {
+          const n = Math.min(this.avail, this.skipRemaining);
+          this.consume(n);
+          this.skipRemaining -= n;
+          if (this.skipRemaining > 0) return null;
+          const header = this.pending!;
+          this.pending = null;
+          this.state = 'header';
+          return { kind: 'skipped', header };
+        }
+      }
+    }
+  }
+
+  private die(reason: string): ParsedItem {
+    this.state = 'dead';
+    this.chunks = [];
+    this.avail = 0;
+    this.head = 0;
+    return { kind: 'fatal', reason };
+  }
+
+  /** Drop n bytes from the front. */
+  private consume(n: number): void {
+    this.avail -= n;
+    while (n > 0) {
+      const c = this.chunks[0]!;
+      const left = c.length - this.head;
+      if (n < left) {
+        this.head += n;
+        return;
+      }
+      n -= left;
+      this.chunks.shift();
+      this.head = 0;
+    }
+    if (this.chunks.length > 0 && this.head === this.chunks[0]!.length) {
+      this.chunks.shift();
+      this.head = 0;
+    }
+  }
+
+  /** Copy n bytes from the front into dst at pos, consuming them. */
+  private copyOut(dst: Buffer, pos: number, n: number): void {
+    let done = 0;
+    while (done < n) {
+      const c = this.chunks[0]!;
+      const take = Math.min(c.length - this.head, n - done);
+      c.copy(dst, pos + done, this.head, this.head + take);
+      done += take;
+      this.avail -= take;
+      this.head += take;
+      if (this.head === c.length) {
+        this.chunks.shift();
+        this.head = 0;
+      }
+    }
+  }
+}

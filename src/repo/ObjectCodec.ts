@@ -1,0 +1,134 @@
+/**
+ * The object envelope: how every chunk, index page, manifest and lock is stored. Pure (Buffer in,
+ * Buffer out). Layout (little-endian), see docs/parts/repo.md:
+ *
+ *   0  u32 magic "TMOB"   4 u8 version   5 u8 kind   6 u8 flags (1 zstd, 2 aes-256-gcm)   7 u8 0
+ *   8  u32 plaintext length   12 u32 body length
+ *   16 [12-byte nonce]  body  [16-byte GCM tag]      (nonce and tag only when encrypted)
+ *
+ * Order of operations: compress, then encrypt (AES-256-GCM, fresh random nonce, the 16 header bytes as
+ * associated data). The object's name is its digest: SHA-256 of the plaintext, or HMAC-SHA256 with the
+ * repository's id key when encrypted (so names reveal nothing about content). `decodeObject` checks all
+ * of it and throws CorruptObjectError naming the object on any mismatch.
+ */
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
+import {
+  FLAG_AES_GCM,
+  FLAG_ZSTD,
+  GCM_NONCE_SIZE,
+  GCM_TAG_SIZE,
+  MAX_OBJECT_PLAIN,
+  OBJECT_HEADER_SIZE,
+  OBJECT_MAGIC,
+  OBJECT_VERSION,
+  type ObjectKind,
+} from './constants.js';
+import { CorruptObjectError } from './errors.js';
+import { zstd } from './zstd.js';
+
+/** The master key's two halves. */
+export interface RepoKeys {
+  /** AES-256-GCM key for object bodies. */
+  encKey: Buffer;
+  /** HMAC-SHA256 key for object names. */
+  idKey: Buffer;
+}
+
+export interface EncodeOptions {
+  keys?: RepoKeys | null;
+  /** zstd level; 0 or absent zstd stores plaintext. */
+  zstdLevel?: number;
+}
+
+/** Where an object lives, for error messages. */
+export interface ObjectRef {
+  location: string;
+  type: string;
+  name: string;
+}
+
+/** The name of an object holding `plain`. */
+export function objectDigest(plain: Uint8Array, keys?: RepoKeys | null): string {
+  return (keys ? createHmac('sha256', keys.idKey) : createHash('sha256')).update(plain).digest('hex');
+}
+
+export function encodeObject(kind: ObjectKind, plain: Uint8Array, opts: EncodeOptions = {}): Buffer {
+  if (plain.length > MAX_OBJECT_PLAIN) throw new RangeError(`object of ${plain.length} bytes exceeds ${MAX_OBJECT_PLAIN}`);
+  let flags = 0;
+  let body: Uint8Array = plain;
+  if (zstd && opts.zstdLevel && plain.length >= 64) {
+    const c = zstd.compress(plain, { compressionLevel: opts.zstdLevel });
+    if (c.length < plain.length) {
+      body = c;
+      flags |= FLAG_ZSTD;
+    }
+  }
+  if (opts.keys) flags |= FLAG_AES_GCM;
+  const header = Buffer.alloc(OBJECT_HEADER_SIZE);
+  header.writeUInt32LE(OBJECT_MAGIC, 0);
+  header[4] = OBJECT_VERSION;
+  header[5] = kind;
+  header[6] = flags;
+  header.writeUInt32LE(plain.length, 8);
+  header.writeUInt32LE(body.length, 12);
+  if (!opts.keys) return Buffer.concat([header, body]);
+  const nonce = randomBytes(GCM_NONCE_SIZE);
+  const cipher = createCipheriv('aes-256-gcm', opts.keys.encKey, nonce);
+  cipher.setAAD(header);
+  const ct = Buffer.concat([cipher.update(body), cipher.final()]);
+  return Buffer.concat([header, nonce, ct, cipher.getAuthTag()]);
+}
+
+/**
+ * Decode and verify an object: header, authentication, decompression, length and digest == name.
+ * `checkName: false` skips the digest check (for objects not named by digest).
+ */
+export function decodeObject(ref: ObjectRef, kind: ObjectKind, bytes: Uint8Array, keys?: RepoKeys | null, checkName = true): Buffer {
+  const bad = (detail: string): CorruptObjectError => new CorruptObjectError(ref.location, ref.type, ref.name, detail);
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (buf.length < OBJECT_HEADER_SIZE) throw bad(`${buf.length} bytes is shorter than the ${OBJECT_HEADER_SIZE}-byte header`);
+  if (buf.readUInt32LE(0) !== OBJECT_MAGIC) throw bad('bad magic (not a Tidemark object)');
+  if (buf[4] !== OBJECT_VERSION) throw bad(`unknown object version ${buf[4]}`);
+  if (buf[5] !== kind) throw bad(`holds object kind ${buf[5]}, expected ${kind}`);
+  const flags = buf[6];
+  if (flags & ~(FLAG_ZSTD | FLAG_AES_GCM) || buf[7] !== 0) throw bad(`unknown flags 0x${flags.toString(16)}`);
+  const plainLen = buf.readUInt32LE(8);
+  const bodyLen = buf.readUInt32LE(12);
+  if (plainLen > MAX_OBJECT_PLAIN) throw bad(`claims ${plainLen} plaintext bytes`);
+  const encrypted = (flags & FLAG_AES_GCM) !== 0;
+  if (encrypted !== !!keys) throw bad(encrypted ? 'is encrypted but the repository is not' : 'is not encrypted but the repository is');
+  const expectLen = OBJECT_HEADER_SIZE + bodyLen + (encrypted ? GCM_NONCE_SIZE + GCM_TAG_SIZE : 0);
+  if (buf.length !== expectLen) throw bad(`is ${buf.length} bytes, header says ${expectLen}`);
+  let body: Buffer;
+  if (keys) {
+    const nonce = buf.subarray(OBJECT_HEADER_SIZE, OBJECT_HEADER_SIZE + GCM_NONCE_SIZE);
+    const ct = buf.subarray(OBJECT_HEADER_SIZE + GCM_NONCE_SIZE, buf.length - GCM_TAG_SIZE);
+    try {
+      const d = createDecipheriv('aes-256-gcm', keys.encKey, nonce);
+      d.setAAD(buf.subarray(0, OBJECT_HEADER_SIZE));
+      d.setAuthTag(buf.subarray(buf.length - GCM_TAG_SIZE));
+      body = Buffer.concat([d.update(ct), d.final()]);
+    } catch {
+      throw bad('authentication failed (AES-GCM tag mismatch)');
+    }
+  } else {
+    body = buf.subarray(OBJECT_HEADER_SIZE);
+  }
+  let plain: Buffer;
+  if (flags & FLAG_ZSTD) {
+    if (!zstd) throw bad('is zstd-compressed but the zstd-napi addon is not available in this build');
+    try {
+      plain = zstd.decompress(body);
+    } catch (err) {
+      throw bad(`zstd decompression failed (${(err as Error).message})`);
+    }
+  } else {
+    plain = Buffer.from(body);
+  }
+  if (plain.length !== plainLen) throw bad(`decodes to ${plain.length} bytes, header says ${plainLen}`);
+  if (checkName) {
+    const d = objectDigest(plain, keys);
+    if (d !== ref.name) throw bad(`content digest ${d.slice(0, 16)}… does not match its name`);
+  }
+  return plain;
+}

@@ -1,0 +1,222 @@
+/**
+ * The repository: typed, verified, deduplicated objects over a Backend.
+ *
+ * - `chunks`: one fixed-size piece of a disk (the last one of a disk may be shorter), named by digest.
+ *   All-zero chunks are never stored: their digest is ZERO_DIGEST.
+ * - `index`: index pages (src/repo/IndexPage.ts), the Merkle tree mapping chunk number -> digest.
+ * - `snapshots`: manifests (restore points), written last.
+ * - `locks`: shared/exclusive locks (src/repo/Lock.ts).
+ * - `keys`, `config`: plain JSON.
+ *
+ * Every object but config and keys goes through the envelope (src/repo/ObjectCodec.ts) and is named
+ * by its digest; every read is verified against the name.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Backend, ObjectType } from '../backend/Backend.js';
+import { ObjectNotFoundError } from '../backend/errors.js';
+import { DEFAULT_ZSTD_LEVEL, ObjectKind, ZERO_DIGEST } from './constants.js';
+import { PassphraseMismatchError, RepositoryExistsError, RepositoryNotFoundError, UnsupportedRepositoryError, WrongPassphraseError } from './errors.js';
+import { createKeyFile, newMasterKey, openKeyFile, splitMasterKey, type ScryptParams } from './KeyFile.js';
+import { decodeObject, encodeObject, objectDigest, type RepoKeys } from './ObjectCodec.js';
+import { decodeRepoConfig, encodeRepoConfig, isChunkSize, isFanout, newRepoConfig, type RepoConfig } from './RepoConfig.js';
+import { UsageError } from '../errors.js';
+import { zstd } from './zstd.js';
+
+export interface InitOptions {
+  /** Encrypt the repository under this passphrase (`repo init --encrypt`). */
+  passphrase?: string;
+  /** Default chunk size for new disks (power of two, 4 KiB..4 MiB). */
+  chunkSize?: number;
+  /** Digests per index page. */
+  fanout?: number;
+  /** Default 'zstd' when the addon loads. */
+  compression?: 'none' | 'zstd';
+  /** scrypt parameters for the key file (tests lower N). */
+  scrypt?: ScryptParams;
+}
+
+export interface OpenOptions {
+  passphrase?: string;
+}
+
+/** Counters of what this Repository instance stored (for stats and tests). */
+export interface WriteStats {
+  chunksWritten: number;
+  chunkBytesWritten: number;
+  chunksDeduplicated: number;
+  pagesWritten: number;
+  pageBytesWritten: number;
+}
+
+const KIND: Partial<Record<ObjectType, ObjectKind>> = { chunks: ObjectKind.chunk, index: ObjectKind.indexPage, snapshots: ObjectKind.manifest, locks: ObjectKind.lock };
+const KNOWN_CACHE_LIMIT = 1 << 20;
+
+export class Repository {
+  readonly stats: WriteStats = { chunksWritten: 0, chunkBytesWritten: 0, chunksDeduplicated: 0, pagesWritten: 0, pageBytesWritten: 0 };
+  /** Digests known to be stored (bounded cache: saves `has` round trips during a backup). */
+  private readonly known = new Set<string>();
+  private readonly inflight = new Map<string, Promise<number>>();
+  private readonly zstdLevel: number;
+
+  private constructor(
+    readonly backend: Backend,
+    readonly config: RepoConfig,
+    private readonly keys: RepoKeys | null,
+  ) {
+    this.zstdLevel = config.compression === 'zstd' && zstd ? DEFAULT_ZSTD_LEVEL : 0;
+  }
+
+  /**
+   * Create a repository in an empty backend. Throws RepositoryExistsError when a config exists.
+   * With a passphrase: a random master key wrapped in a scrypt key file (keys/<sha256 of file>).
+   */
+  static async init(backend: Backend, opts: InitOptions = {}): Promise<Repository> {
+    if (opts.chunkSize !== undefined && !isChunkSize(opts.chunkSize)) throw new UsageError(`chunk size ${opts.chunkSize} must be a power of two between 4 KiB and 4 MiB`);
+    if (opts.fanout !== undefined && !isFanout(opts.fanout)) throw new UsageError(`fanout ${opts.fanout} must be an integer in 2..65536`);
+    if (opts.passphrase !== undefined && opts.passphrase.length === 0) throw new UsageError('the passphrase must not be empty');
+    if (await backend.has('config', 'config')) throw new RepositoryExistsError(backend.location);
+    const encrypted = opts.passphrase !== undefined;
+    const compression = opts.compression ?? (zstd ? 'zstd' : 'none');
+    if (compression === 'zstd' && !zstd) throw new UsageError('zstd compression was requested but the zstd-napi addon is not available; use compression none');
+    const config = newRepoConfig(randomBytes(16).toString('hex'), { encrypted, compression, chunkSize: opts.chunkSize, fanout: opts.fanout });
+    let keys: RepoKeys | null = null;
+    if (encrypted) {
+      const master = newMasterKey();
+      const file = await createKeyFile(master, opts.passphrase!, opts.scrypt);
+      await backend.put('keys', objectDigest(file), file);
+      keys = splitMasterKey(master);
+    }
+    // The config goes last: a repository is visible only once its key exists.
+    if (!(await backend.put('config', 'config', encodeRepoConfig(config)))) throw new RepositoryExistsError(backend.location);
+    return new Repository(backend, config, keys);
+  }
+
+  /** Open an existing repository; an encrypted one needs its passphrase (WrongPassphraseError otherwise). */
+  static async open(backend: Backend, opts: OpenOptions = {}): Promise<Repository> {
+    let raw: Buffer;
+    try {
+      raw = await backend.get('config', 'config');
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError) throw new RepositoryNotFoundError(backend.location);
+      throw err;
+    }
+    const config = decodeRepoConfig(raw);
+    if (typeof config === 'string') throw new UnsupportedRepositoryError(backend.location, config);
+    if (config.compression === 'zstd' && !zstd) throw new UnsupportedRepositoryError(backend.location, 'the repository is zstd-compressed but the zstd-napi addon is not available');
+    const encrypted = config.encryption !== 'none';
+    if (encrypted !== (opts.passphrase !== undefined)) throw new PassphraseMismatchError(backend.location, encrypted);
+    if (!encrypted) return new Repository(backend, config, null);
+    for await (const name of backend.list('keys')) {
+      let master: Buffer | null;
+      try {
+        master = await openKeyFile(await backend.get('keys', name), opts.passphrase!);
+      } catch {
+        continue; // not a key file we understand; try the others
+      }
+      if (master) return new Repository(backend, config, splitMasterKey(master));
+    }
+    throw new WrongPassphraseError(backend.location);
+  }
+
+  get encrypted(): boolean {
+    return this.keys !== null;
+  }
+
+  get location(): string {
+    return this.backend.location;
+  }
+
+  /** The digest (object name) of `plain` in this repository. */
+  digest(plain: Uint8Array): string {
+    return objectDigest(plain, this.keys);
+  }
+
+  /**
+   * Store an object (chunks, index, snapshots, locks) under its digest unless it exists.
+   * Resolves its name and the bytes written (0 when it was already stored).
+   */
+  async putObject(type: ObjectType, plain: Uint8Array): Promise<{ name: string; written: number }> {
+    const kind = KIND[type];
+    if (!kind) throw new TypeError(`putObject: ${type} objects are not enveloped`);
+    const name = this.digest(plain);
+    if (this.known.has(name)) return { name, written: 0 };
+    let p = this.inflight.get(`${type}/${name}`);
+    if (!p) {
+      p = (async () => {
+        if (await this.backend.has(type, name)) return 0;
+        const bytes = encodeObject(kind, plain, { keys: this.keys, zstdLevel: this.zstdLevel });
+        return (await this.backend.put(type, name, bytes)) ? bytes.length : 0;
+      })();
+      this.inflight.set(`${type}/${name}`, p);
+    }
+    try {
+      const written = await p;
+      if (type === 'chunks' || type === 'index') this.remember(name);
+      return { name, written };
+    } finally {
+      this.inflight.delete(`${type}/${name}`);
+    }
+  }
+
+  /** Read and verify an object; CorruptObjectError names it on any mismatch, ObjectNotFoundError if absent. */
+  async getObject(type: ObjectType, name: string): Promise<Buffer> {
+    const kind = KIND[type];
+    if (!kind) throw new TypeError(`getObject: ${type} objects are not enveloped`);
+    const bytes = await this.backend.get(type, name);
+    return decodeObject({ location: this.backend.location, type, name }, kind, bytes, this.keys);
+  }
+
+  /** Store a chunk (deduplicated); an all-zero chunk is not stored and yields ZERO_DIGEST. */
+  async putChunk(data: Uint8Array): Promise<string> {
+    return (await this.storeChunk(data)).digest;
+  }
+
+  /** Like putChunk, also saying how many bytes were written (0: zero chunk or already present). */
+  async storeChunk(data: Uint8Array): Promise<{ digest: string; written: number }> {
+    if (isAllZero(data)) return { digest: ZERO_DIGEST, written: 0 };
+    const { name, written } = await this.putObject('chunks', data);
+    if (written > 0) {
+      this.stats.chunksWritten++;
+      this.stats.chunkBytesWritten += written;
+    } else {
+      this.stats.chunksDeduplicated++;
+    }
+    return { digest: name, written };
+  }
+
+  /** Read a chunk, verified against its digest. ZERO_DIGEST reads as `zeroLength` zero bytes. */
+  async getChunk(digest: string, zeroLength = this.config.chunkSize): Promise<Buffer> {
+    if (digest === ZERO_DIGEST) return Buffer.alloc(zeroLength);
+    return this.getObject('chunks', digest);
+  }
+
+  /** Store an index page (used by IndexWriter); counts pages actually written. */
+  async putIndexPage(plain: Uint8Array): Promise<string> {
+    const { name, written } = await this.putObject('index', plain);
+    if (written > 0) {
+      this.stats.pagesWritten++;
+      this.stats.pageBytesWritten += written;
+    }
+    return name;
+  }
+
+  private remember(name: string): void {
+    if (this.known.size >= KNOWN_CACHE_LIMIT) this.known.clear();
+    this.known.add(name);
+  }
+
+  /** Forget cached knowledge of stored objects (after prune removed some). */
+  forgetCache(): void {
+    this.known.clear();
+  }
+}
+
+export function isAllZero(data: Uint8Array): boolean {
+  const b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  let i = 0;
+  // Compare 8 bytes at a time where aligned enough; fall back to bytes at the tail.
+  const words = Math.floor(b.length / 8);
+  for (; i < words; i++) if (b.readBigUInt64LE(i * 8) !== 0n) return false;
+  for (let j = words * 8; j < b.length; j++) if (b[j] !== 0) return false;
+  return true;
+}

@@ -1,0 +1,56 @@
+/**
+ * Every magic number and default of the repository format, with its derivation. Changing one is a
+ * format change: bump the version next to it.
+ */
+
+/** Object envelope magic: ASCII "TMOB" (Tidemark OBject). */
+export const OBJECT_MAGIC = 0x424f4d54; // 'T' 'M' 'O' 'B' read as u32 LE
+export const OBJECT_VERSION = 1;
+/** Envelope header: magic(4) version(1) kind(1) flags(1) reserved(1) plainLength(4) bodyLength(4). */
+export const OBJECT_HEADER_SIZE = 16;
+export const FLAG_ZSTD = 0x01;
+export const FLAG_AES_GCM = 0x02;
+export const GCM_NONCE_SIZE = 12;
+export const GCM_TAG_SIZE = 16;
+/** Largest plaintext an object may claim (guards decompression bombs and bogus lengths). */
+export const MAX_OBJECT_PLAIN = 64 * 1024 * 1024;
+
+/** What an envelope holds; binds bytes to their object type so a chunk cannot pose as an index page. */
+export const ObjectKind = { chunk: 1, indexPage: 2, manifest: 3, lock: 4 } as const;
+export type ObjectKind = (typeof ObjectKind)[keyof typeof ObjectKind];
+
+/** Index page magic: ASCII "TMIX". */
+export const INDEX_MAGIC = 0x58494d54; // 'T' 'M' 'I' 'X' as u32 LE
+export const INDEX_VERSION = 1;
+export const INDEX_HEADER_SIZE = 16;
+export const DIGEST_SIZE = 32;
+
+/**
+ * The digest of an all-zero chunk, and of an index subtree whose chunks are all zero: 32 zero bytes.
+ * No object is stored under it. (A real SHA-256/HMAC output of 32 zero bytes is not expected to occur.)
+ */
+export const ZERO_DIGEST = '0'.repeat(64);
+
+/**
+ * Default chunk size: 32 KiB. Measured (bench/repo.ts, docs/parts/repo.md): 655 scattered 64 KiB
+ * writes at 4 KiB-aligned offsets on a 4 GiB disk grow the repository by ~1.5x the written bytes with
+ * 32 KiB chunks, ~2.0x with 64 KiB (a 64 KiB write straddles two chunks 15 times in 16) and ~3x with
+ * 128 KiB; 16 KiB gives ~1.3x but doubles object count and per-object cost.
+ */
+export const DEFAULT_CHUNK_SIZE = 32 * 1024;
+/** Digests per index page: 512 x 32 B = 16 KiB pages; a 1 TiB disk at 32 KiB chunks is 3 levels deep. */
+export const DEFAULT_FANOUT = 512;
+export const MIN_CHUNK_SIZE = 4096;
+export const MAX_CHUNK_SIZE = 4 * 1024 * 1024;
+
+/** zstd level for chunks and pages: level 3 is zstd's default speed/ratio balance. */
+export const DEFAULT_ZSTD_LEVEL = 3;
+
+/** scrypt defaults for the key-encryption key: N=2^15, r=8, p=1 (32 MiB, ~0.1 s). */
+export const DEFAULT_SCRYPT = { N: 2 ** 15, r: 8, p: 1 } as const;
+
+/** A lock not refreshed for this long is stale (restic uses 30 min, refreshing every 5 min). */
+export const LOCK_STALE_MS = 30 * 60 * 1000;
+export const LOCK_REFRESH_MS = 5 * 60 * 1000;
+/** Prune never deletes unreferenced objects younger than this (see docs/parts/repo.md, "prune"). */
+export const PRUNE_GRACE_MS = 2 * 60 * 60 * 1000;

@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { Backend } from '../../src/backend/Backend.js';
+import { InvalidObjectNameError, ObjectNotFoundError } from '../../src/backend/errors.js';
+import { createHash, randomBytes } from 'node:crypto';
+
+/** A fresh, empty backend per test. */
+export type BackendFactory = (t: import('node:test').TestContext) => Promise<Backend>;
+
+const hex = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+async function collect(it: AsyncIterable<string>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const x of it) out.push(x);
+  return out.sort();
+}
+
+/** The Backend contract (src/backend/Backend.ts), run against one implementation. */
+export function backendContract(label: string, make: BackendFactory): void {
+  test(`${label}: put/get/has/stat round-trip, empty and large objects`, async (t) => {
+    const b = await make(t);
+    const small = randomBytes(100);
+    const big = randomBytes(1 << 20);
+    assert.equal(await b.has('chunks', hex(small)), false);
+    assert.equal(await b.put('chunks', hex(small), small), true);
+    assert.equal(await b.put('index', hex(big), big), true);
+    assert.equal(await b.put('snapshots', 'empty-object', new Uint8Array(0)), true);
+    assert.deepEqual(await b.get('chunks', hex(small)), small);
+    assert.deepEqual(await b.get('index', hex(big)), big);
+    assert.equal((await b.get('snapshots', 'empty-object')).length, 0);
+    assert.equal(await b.has('chunks', hex(small)), true);
+    assert.equal(await b.has('index', hex(small)), false, 'types are separate namespaces');
+    const st = await b.stat('index', hex(big));
+    assert.equal(st.size, big.length);
+    assert.equal(st.name, hex(big));
+    assert.ok(Math.abs(st.mtimeMs - Date.now()) < 60_000, 'mtime is the time of the put');
+  });
+
+  test(`${label}: put never overwrites an existing object`, async (t) => {
+    const b = await make(t);
+    assert.equal(await b.put('snapshots', 'abc123', Buffer.from('first')), true);
+    assert.equal(await b.put('snapshots', 'abc123', Buffer.from('second, different')), false);
+    assert.equal((await b.get('snapshots', 'abc123')).toString(), 'first');
+  });
+
+  test(`${label}: concurrent puts of one name: exactly one wins, whole`, async (t) => {
+    const b = await make(t);
+    const versions = Array.from({ length: 8 }, (_, i) => Buffer.alloc(64 * 1024, i + 1));
+    const results = await Promise.all(versions.map((v) => b.put('chunks', 'ffeedd', v)));
+    assert.equal(results.filter((r) => r).length, 1);
+    const got = await b.get('chunks', 'ffeedd');
+    assert.ok(versions.some((v) => v.equals(got)), 'the object is one whole version');
+  });
+
+  test(`${label}: list yields each name of a type once`, async (t) => {
+    const b = await make(t);
+    const names = Array.from({ length: 40 }, () => randomBytes(32).toString('hex'));
+    await Promise.all(names.map((n) => b.put('chunks', n, Buffer.from(n))));
+    await b.put('locks', 'lock01', Buffer.from('x'));
+    assert.deepEqual(await collect(b.list('chunks')), [...names].sort());
+    assert.deepEqual(await collect(b.list('locks')), ['lock01']);
+    assert.deepEqual(await collect(b.list('snapshots')), []);
+  });
+
+  test(`${label}: missing objects: get/stat throw ObjectNotFoundError, remove is idempotent`, async (t) => {
+    const b = await make(t);
+    await assert.rejects(b.get('chunks', 'aa00'), (e) => e instanceof ObjectNotFoundError && e.code === 'E_NOT_FOUND' && /chunks\/aa00/.test(e.message));
+    await assert.rejects(b.stat('keys', 'nokey'), ObjectNotFoundError);
+    await b.remove('chunks', 'aa00');
+    await b.put('chunks', 'aa00', Buffer.from('x'));
+    await b.remove('chunks', 'aa00');
+    assert.equal(await b.has('chunks', 'aa00'), false);
+    assert.deepEqual(await collect(b.list('chunks')), []);
+    assert.equal(await b.put('chunks', 'aa00', Buffer.from('again')), true, 'a removed name can be stored again');
+  });
+
+  test(`${label}: names are never paths`, async (t) => {
+    const b = await make(t);
+    for (const bad of ['../escape', 'a/b', '', 'x', '.hidden', 'a\\b', 'a\0b']) {
+      await assert.rejects(b.put('chunks', bad, Buffer.from('x')), InvalidObjectNameError, bad);
+      await assert.rejects(b.get('snapshots', bad), InvalidObjectNameError, bad);
+    }
+    await assert.rejects(b.put('nope' as never, 'abcd', Buffer.from('x')), InvalidObjectNameError);
+  });
+}

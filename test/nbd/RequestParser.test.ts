@@ -1,0 +1,86 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { RequestParser, type ParsedItem } from '../../src/nbd/RequestParser.js';
+import { encodeRequestHeader } from '../../src/nbd/transmissionCodec.js';
+import { CMD_FLUSH, CMD_READ, CMD_WRITE } from '../../src/nbd/protocol.js';
+import { fcSeed } from '../helpers/tools.js';
+
+function drain(p: RequestParser): ParsedItem[] {
+  const out: ParsedItem[] = [];
+  for (let it = p.next(); it; it = p.next()) out.push(it);
+  return out;
+}
+
+test('requests with payloads come out intact for any chunking of the stream', () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.record({ write: fc.boolean(), len: fc.integer({ min: 0, max: 3000 }), fill: fc.integer({ min: 0, max: 255 }) }), { minLength: 1, maxLength: 12 }),
+      fc.array(fc.integer({ min: 1, max: 5000 }), { minLength: 1, maxLength: 30 }),
+      (reqs, cuts) => {
+        const parts: Buffer[] = [];
+        reqs.forEach((r, i) => {
+          parts.push(encodeRequestHeader(r.write ? CMD_WRITE : CMD_READ, 0, BigInt(i), i * 4096, r.len));
+          if (r.write) parts.push(Buffer.alloc(r.len, r.fill));
+        });
+        const stream = Buffer.concat(parts);
+        const p = new RequestParser();
+        const got: ParsedItem[] = [];
+        let pos = 0;
+        let k = 0;
+        while (pos < stream.length) {
+          const n = cuts[k++ % cuts.length]!;
+          p.push(stream.subarray(pos, pos + n));
+          pos += n;
+          got.push(...drain(p));
+        }
+        assert.equal(got.length, reqs.length);
+        got.forEach((g, i) => {
+          assert.equal(g.kind, 'request');
+          if (g.kind !== 'request') return;
+          const r = reqs[i]!;
+          assert.equal(g.header.handle, BigInt(i));
+          assert.equal(g.header.length, r.len);
+          if (r.write) assert.ok(g.payload!.equals(Buffer.alloc(r.len, r.fill)));
+          else assert.equal(g.payload, null);
+        });
+        assert.equal(p.buffered, 0);
+      },
+    ),
+    { seed: fcSeed() },
+  );
+});
+
+test('a payload within one chunk is a zero-copy view', () => {
+  const chunk = Buffer.concat([encodeRequestHeader(CMD_WRITE, 0, 1n, 0, 4), Buffer.from('abcd')]);
+  const p = new RequestParser();
+  p.push(chunk);
+  const it = p.next();
+  assert.ok(it && it.kind === 'request');
+  assert.equal(it.payload!.buffer, chunk.buffer);
+});
+
+test('oversized writes are skipped without buffering, then parsing resumes; huge ones are fatal', () => {
+  const p = new RequestParser({ maxPayload: 100, maxSkip: 1000 });
+  p.push(encodeRequestHeader(CMD_WRITE, 0, 7n, 0, 500));
+  assert.equal(p.next(), null);
+  p.push(Buffer.alloc(300));
+  assert.equal(p.next(), null);
+  assert.equal(p.buffered, 0, 'skipped bytes are not kept');
+  p.push(Buffer.concat([Buffer.alloc(200), encodeRequestHeader(CMD_FLUSH, 0, 8n, 0, 0)]));
+  const a = p.next();
+  assert.ok(a && a.kind === 'skipped' && a.header.handle === 7n);
+  const b = p.next();
+  assert.ok(b && b.kind === 'request' && b.header.handle === 8n);
+  p.push(encodeRequestHeader(CMD_WRITE, 0, 9n, 0, 5000));
+  assert.equal(p.next()!.kind, 'fatal');
+  p.push(Buffer.alloc(100));
+  assert.equal(p.next(), null, 'a dead parser stays dead');
+});
+
+test('bad magic is fatal', () => {
+  const p = new RequestParser();
+  p.push(Buffer.alloc(28, 0x42));
+  const it = p.next();
+  assert.ok(it && it.kind === 'fatal' && /MAGIC/.test(it.reason));
+});
