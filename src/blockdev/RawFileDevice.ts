@@ -131,11 +131,13 @@ export class RawFileDevice implements BlockDevice {
   /**
    * Zero a range. Without `noHole`: punch a hole, else fallocate ZERO_RANGE, else write zeros.
    * With `noHole`: ZERO_RANGE (storage stays allocated), else write zeros; never deallocates.
-   * With `fast`: NotSupportedError instead of writing zeros (the range is then unchanged).
+   * With `fast`: NotSupportedError instead of writing zeros (the range is then unchanged), and always
+   * when `capabilities.fastZero` is false.
    */
   async zero(offset: number, length: number, opts: ZeroOptions = {}): Promise<void> {
     return this.gate.run(async () => {
       this.checkWritable(offset, length);
+      if (opts.fast && !this.capabilities.fastZero) throw new NotSupportedError(`fast zeroing on ${this.path} (the filesystem cannot punch holes)`);
       if (length === 0) return;
       const done = (!opts.noHole && this.capabilities.trim && (await this.tryNative(punchHole, offset, length))) || (this.native && (await this.tryNative(zeroRange, offset, length)));
       if (!done) {

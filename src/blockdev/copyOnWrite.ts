@@ -207,14 +207,30 @@ export class CopyOnWriteDevice implements BlockDevice {
   private runs(offset: number, length: number): Run[] {
     const out: Run[] = [];
     const end = offset + length;
+    const lastBlock = Math.ceil(end / this.blockSize);
     let pos = offset;
     while (pos < end) {
-      const overlaid = this.bit(Math.floor(pos / this.blockSize));
-      let stop = Math.min((Math.floor(pos / this.blockSize) + 1) * this.blockSize, end);
-      while (stop < end && this.bit(stop / this.blockSize) === overlaid) stop = Math.min(stop + this.blockSize, end);
+      const block = Math.floor(pos / this.blockSize);
+      const overlaid = this.bit(block);
+      const stop = Math.min(this.firstBlockNot(overlaid, block + 1, lastBlock) * this.blockSize, end);
       out.push({ start: pos, end: stop, overlaid });
       pos = stop;
     }
     return out;
+  }
+
+  /** The first block in [from, limit) whose bit differs from `overlaid`, else `limit`. Skips whole bytes. */
+  private firstBlockNot(overlaid: boolean, from: number, limit: number): number {
+    const same = overlaid ? 0xff : 0;
+    let b = from;
+    while (b < limit) {
+      if (b % 8 === 0 && this.bits[b / 8] === same) {
+        b += 8;
+        continue;
+      }
+      if (this.bit(b) !== overlaid) return b;
+      b++;
+    }
+    return limit;
   }
 }

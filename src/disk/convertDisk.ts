@@ -25,6 +25,8 @@ export interface ConvertDiskOptions {
   chunkSize?: number;
   concurrency?: number;
   onProgress?: (done: number, total: number) => void;
+  /** Abort the conversion: the temporary output is removed and `dst` left as it was (OperationAbortedError). */
+  signal?: AbortSignal;
 }
 
 export interface ConvertResult extends CopyStats {

@@ -1,6 +1,7 @@
 import type { BlockDevice } from '../blockdev/BlockDevice.js';
 import { nonZeroRuns, ZERO_GRANULE } from './nonZeroRuns.js';
 import { walkExtents } from './walkExtents.js';
+import { OperationAbortedError } from './errors.js';
 
 export interface CopyOptions {
   /** Bytes per read; chunks are aligned to multiples of this in the device's address space. Default 8 MiB. */
@@ -9,6 +10,8 @@ export interface CopyOptions {
   concurrency?: number;
   /** Called with bytes done (copied or skipped) and the total, monotonically. */
   onProgress?: (done: number, total: number) => void;
+  /** Stop early: no new chunk starts once aborted; the copy rejects with OperationAbortedError. */
+  signal?: AbortSignal;
 }
 
 export interface CopyStats {
@@ -64,6 +67,10 @@ export async function copyDevice(src: BlockDevice, dst: BlockDevice, opts: CopyO
   };
 
   outer: for await (const ext of walkExtents(src)) {
+    if (opts.signal?.aborted) {
+      failure ??= { err: new OperationAbortedError('copy') };
+      break;
+    }
     if (ext.type !== 'data') {
       skipped += ext.length;
       report();
@@ -72,6 +79,7 @@ export async function copyDevice(src: BlockDevice, dst: BlockDevice, opts: CopyO
     for (let pos = ext.offset; pos < ext.offset + ext.length; ) {
       const next = Math.min(ext.offset + ext.length, (Math.floor(pos / chunkSize) + 1) * chunkSize);
       while (inFlight.size >= concurrency) await Promise.race(inFlight);
+      if (opts.signal?.aborted) failure ??= { err: new OperationAbortedError('copy') };
       if (failure) break outer;
       launch(pos, next - pos);
       pos = next;

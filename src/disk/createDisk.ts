@@ -42,7 +42,11 @@ export async function createDisk(path: string, opts: CreateDiskOptions): Promise
   if (opts.parent !== undefined) {
     if (opts.type === 'fixed') throw new UsageError('a disk with a parent is a differencing disk; drop --type fixed');
     if ((await detectDiskFormat(opts.parent)) !== 'vhdx') throw new DiskOperationError(opts.parent, 'is not a VHDX; the parent of a differencing disk must be a VHDX (convert it first)');
-    size ??= (await diskInfo(opts.parent)).size;
+    const parentSize = (await diskInfo(opts.parent)).size;
+    if (size !== undefined && size !== parentSize) {
+      throw new UsageError(`a differencing disk has its parent's size (${parentSize} bytes); drop --size, or resize the parent first`);
+    }
+    size = parentSize;
   }
   if (size === undefined) throw new UsageError('give the size of the new disk (e.g. --size 10G)');
   if (!Number.isSafeInteger(size) || size <= 0) throw new UsageError(`invalid size ${size}: give a positive number of bytes`);

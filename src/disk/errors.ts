@@ -25,3 +25,10 @@ export class DiskOperationError extends TidemarkError {
     super('E_DISK_OPERATION', `${file}: ${message}`, { file, ...data }, ExitCode.USAGE);
   }
 }
+
+/** The caller aborted a long operation (e.g. Ctrl-C during convert); nothing was committed. */
+export class OperationAbortedError extends TidemarkError {
+  constructor(what: string) {
+    super('E_ABORTED', `${what} interrupted; nothing was committed (an existing output file is unchanged)`, { what }, 130);
+  }
+}

@@ -12,4 +12,4 @@ export { mergeDisk, type MergeResult } from './mergeDisk.js';
 export { detectDiskFormat } from './detectDiskFormat.js';
 export { sniffFormat, type DiskFormat, type Sniffed } from './sniffFormat.js';
 export { commitFile, tempSibling } from './commitFile.js';
-export { UnsupportedDiskFormatError, DiskExistsError, DiskOperationError } from './errors.js';
+export { UnsupportedDiskFormatError, DiskExistsError, DiskOperationError, OperationAbortedError } from './errors.js';

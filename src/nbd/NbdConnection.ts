@@ -17,6 +17,7 @@ import * as tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { BlockDevice } from '../blockdev/BlockDevice.js';
 import { allocationDescriptors, changeDescriptors } from './blockStatus.js';
+import type { DataWindowCache } from './DataWindowCache.js';
 import type { ChangeSource } from './ChangeSource.js';
 import { Handshake, type HandshakeAction, type HandshakeConfig, type SelectedContext } from './Handshake.js';
 import { resolveMetaContexts } from './metaContexts.js';
@@ -62,6 +63,8 @@ export interface ServedExport {
   device: BlockDevice;
   readOnly: boolean;
   changes?: ChangeSource;
+  /** Shared by every connection to the export: all zero/trim go through it. */
+  dataCache: DataWindowCache;
 }
 
 export interface ConnectionOptions {
@@ -360,14 +363,14 @@ export class NbdConnection {
         if (exp.readOnly) throw new RequestError(NBD_EPERM, 'export is read-only');
         if (!inRange) throw new RequestError(NBD_EINVAL, `TRIM [${h.offset}, +${h.length}) is beyond the export size ${dev.size}`);
         if (h.length === 0) return Promise.resolve(this.ok(h));
-        return dev.trim(h.offset, h.length, { fua }).then(() => this.ok(h));
+        return this.unmapping(h, () => dev.trim(h.offset, h.length, { fua }));
       case CMD_WRITE_ZEROES: {
         if (exp.readOnly) throw new RequestError(NBD_EPERM, 'export is read-only');
         if (!inRange) throw new RequestError(NBD_ENOSPC, `WRITE_ZEROES [${h.offset}, +${h.length}) is beyond the export size ${dev.size}`);
         const fast = (h.flags & CMD_FLAG_FAST_ZERO) !== 0;
         if (fast && !dev.capabilities.fastZero) throw new RequestError(NBD_ENOTSUP, 'this device cannot zero faster than writing');
         if (h.length === 0) return Promise.resolve(this.ok(h));
-        return dev.zero(h.offset, h.length, { fua, fast, noHole: (h.flags & CMD_FLAG_NO_HOLE) !== 0 }).then(() => this.ok(h));
+        return this.unmapping(h, () => dev.zero(h.offset, h.length, { fua, fast, noHole: (h.flags & CMD_FLAG_NO_HOLE) !== 0 }));
       }
       case CMD_BLOCK_STATUS:
         if (!this.structured || this.contexts.length === 0) throw new RequestError(NBD_EINVAL, 'no meta context was negotiated');
@@ -384,12 +387,39 @@ export class NbdConnection {
     return [encodeSimpleReply(0, h.handle), data];
   }
 
+  /** Run a zero/trim with the export's data-window cache invalidated before and after it. */
+  private async unmapping(h: RequestHeader, op: () => Promise<void>): Promise<Buffer[]> {
+    const cache = this.exp!.dataCache;
+    cache.invalidate(h.offset, h.length);
+    try {
+      await op();
+    } finally {
+      cache.invalidate(h.offset, h.length);
+    }
+    return this.ok(h);
+  }
+
+  /**
+   * Structured READ: holes and zero runs (from the device's extents) go out as OFFSET_HOLE chunks, data as
+   * OFFSET_DATA chunks holding the device's buffers. Windows known to be all data skip the extents lookup.
+   */
   private async readStructured(h: RequestHeader): Promise<Buffer[]> {
-    const dev = this.exp!.device;
+    const exp = this.exp!;
+    const dev = exp.device;
     if (h.length === 0) return [encodeNoneChunk(h.handle)];
     const whole = async (): Promise<Buffer[]> => [encodeOffsetDataHeader(true, h.handle, h.offset, h.length), await dev.read(h.offset, h.length)];
-    if ((h.flags & CMD_FLAG_DF) || !dev.capabilities.extents) return whole();
-    const extents = await dev.extents(h.offset, h.length);
+    if ((h.flags & CMD_FLAG_DF) || !dev.capabilities.extents || exp.dataCache.isAllData(h.offset, h.length)) return whole();
+    const span = exp.dataCache.span(h.offset, h.length, dev.size);
+    const token = exp.dataCache.token();
+    const spanExtents = await dev.extents(span.offset, span.length);
+    if (spanExtents.length === 1 && spanExtents[0]!.type === 'data') {
+      exp.dataCache.store(token, span.offset, span.length, dev.size);
+      return whole();
+    }
+    const end = h.offset + h.length;
+    const extents = spanExtents
+      .filter((e) => e.offset < end && e.offset + e.length > h.offset)
+      .map((e) => ({ type: e.type, offset: Math.max(e.offset, h.offset), length: Math.min(e.offset + e.length, end) - Math.max(e.offset, h.offset) }));
     if (extents.length > MAX_READ_CHUNKS || (extents.length === 1 && extents[0]!.type === 'data')) return whole();
     const parts = await Promise.all(
       extents.map(async (e) => (e.type === 'data' ? { e, data: await dev.read(e.offset, e.length) } : { e, data: null })),

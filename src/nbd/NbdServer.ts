@@ -9,6 +9,7 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { BlockDevice } from '../blockdev/BlockDevice.js';
 import type { ChangeSource } from './ChangeSource.js';
+import { DataWindowCache } from './DataWindowCache.js';
 import { NbdConfigError } from './errors.js';
 import type { HandshakeExport, TlsMode } from './Handshake.js';
 import { NbdConnection, type ServedExport } from './NbdConnection.js';
@@ -71,7 +72,7 @@ export class NbdServer {
       if (this.served.has(e.name)) throw new NbdConfigError(`export name "${e.name}" is used twice; give each disk its own name`, { name: e.name });
       if (Buffer.byteLength(e.name) > MAX_STRING || e.name.includes('\0')) throw new NbdConfigError(`export name "${e.name.slice(0, 64)}..." is not a valid NBD string`);
       const readOnly = !!e.readOnly || e.device.capabilities.readOnly;
-      this.served.set(e.name, { name: e.name, device: e.device, readOnly, changes: e.changes });
+      this.served.set(e.name, { name: e.name, device: e.device, readOnly, changes: e.changes, dataCache: new DataWindowCache() });
       this.hsExports.push({
         name: e.name,
         description: e.description,

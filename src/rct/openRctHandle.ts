@@ -1,3 +1,4 @@
+import { DiskLock } from '../blockdev/DiskLock.js';
 import { openDisk } from '../disk/openDisk.js';
 import { ChangeTracker, type RctStatus } from './ChangeTracker.js';
 import { controlClient } from './control.js';
@@ -18,10 +19,12 @@ export interface RctHandle {
 
 /**
  * Reach the tracker of `diskPath`: through the control socket when a process serves the disk, else by
- * opening the disk read-only here (the disk is never written; seal/drop update the tracking files).
- * Throws TrackingNotEnabledError, InUseError (disk locked by a process without a control socket).
+ * locking the disk (DiskLock: exclusive when `mutate`, to seal or drop; shared to query) and opening it
+ * read-only here (the disk is never written; seal/drop update the tracking files).
+ * Throws TrackingNotEnabledError, InUseError ("in use by PID …": locked by a process without a control
+ * socket).
  */
-export async function openRctHandle(diskPath: string): Promise<RctHandle> {
+export async function openRctHandle(diskPath: string, opts: { mutate?: boolean } = {}): Promise<RctHandle> {
   const remote = await controlClient(diskPath);
   if (remote) {
     return {
@@ -34,7 +37,14 @@ export async function openRctHandle(diskPath: string): Promise<RctHandle> {
     };
   }
   if (!(await isTrackingEnabled(diskPath))) throw new TrackingNotEnabledError(diskPath);
-  const dev = await openDisk(diskPath, { readOnly: true });
+  const lock = await DiskLock.acquire(diskPath, { exclusive: !!opts.mutate, holder: 'tidemark rct' });
+  let dev;
+  try {
+    dev = await openDisk(diskPath, { readOnly: true });
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
   try {
     const t = await ChangeTracker.open(diskPath, dev, 'meta');
     return {
@@ -43,10 +53,17 @@ export async function openRctHandle(diskPath: string): Promise<RctHandle> {
       seal: () => t.seal(),
       changes: async (s, u) => t.changes(s, u),
       drop: (id) => t.drop(id),
-      close: () => dev.close(),
+      close: async () => {
+        try {
+          await dev.close();
+        } finally {
+          await lock.release();
+        }
+      },
     };
   } catch (err) {
     await dev.close().catch(() => undefined);
+    await lock.release();
     throw err;
   }
 }

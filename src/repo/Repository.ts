@@ -191,13 +191,13 @@ export class Repository {
   }
 
   /** Store an index page (used by IndexWriter); counts pages actually written. */
-  async putIndexPage(plain: Uint8Array): Promise<string> {
+  async putIndexPage(plain: Uint8Array): Promise<{ digest: string; written: number }> {
     const { name, written } = await this.putObject('index', plain);
     if (written > 0) {
       this.stats.pagesWritten++;
       this.stats.pageBytesWritten += written;
     }
-    return name;
+    return { digest: name, written };
   }
 
   private remember(name: string): void {
@@ -211,12 +211,10 @@ export class Repository {
   }
 }
 
+let zeros = Buffer.alloc(64 * 1024);
+
+/** True when every byte is zero (memcmp against a shared zero buffer). */
 export function isAllZero(data: Uint8Array): boolean {
-  const b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  let i = 0;
-  // Compare 8 bytes at a time where aligned enough; fall back to bytes at the tail.
-  const words = Math.floor(b.length / 8);
-  for (; i < words; i++) if (b.readBigUInt64LE(i * 8) !== 0n) return false;
-  for (let j = words * 8; j < b.length; j++) if (b[j] !== 0) return false;
-  return true;
+  if (data.length > zeros.length) zeros = Buffer.alloc(data.length);
+  return Buffer.from(data.buffer, data.byteOffset, data.byteLength).equals(zeros.subarray(0, data.length));
 }

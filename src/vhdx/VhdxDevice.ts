@@ -20,7 +20,7 @@ import { randomBytes } from 'node:crypto';
 import type { BlockDevice, Capabilities, Extent, WriteIdentity, WriteOptions, ZeroOptions } from '../blockdev/BlockDevice.js';
 import { checkRange } from '../blockdev/checkRange.js';
 import { pushExtent } from '../blockdev/mergeExtents.js';
-import { ClosedError, NotSupportedError, ReadOnlyError, UsageError } from '../errors.js';
+import { ClosedError, NotFoundError, NotSupportedError, ReadOnlyError, UsageError } from '../errors.js';
 import { CorruptError, VhdxDirtyLogError, VhdxParentMismatchError, VhdxParentMissingError, VhdxUnsupportedError } from './errors.js';
 import { BAT_ENTRY_SIZE, batEntryFromBuffer, batEntryToBuffer, type BatEntry } from './format/BatEntry.js';
 import {
@@ -145,7 +145,10 @@ export class VhdxDevice implements BlockDevice {
     let parentEntries: Map<string, string> | undefined;
     if (opts.parent !== undefined) {
       if (type === 'fixed') throw new UsageError('a differencing disk cannot be fixed');
-      const parent = await VhdxDevice.open(opts.parent, { readOnly: true });
+      const parent = await VhdxDevice.open(opts.parent, { readOnly: true }).catch((e: unknown) => {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`parent disk ${opts.parent}`);
+        throw e;
+      });
       try {
         const pi = parent.info();
         size = pi.size;
@@ -206,7 +209,10 @@ export class VhdxDevice implements BlockDevice {
   static async openInternal(path: string, opts: VhdxInternalOpenOptions = {}): Promise<VhdxDevice> {
     const readOnly = !!opts.readOnly;
     const name = path;
-    const fh = await fsOpen(path, readOnly ? 'r' : 'r+');
+    const fh = await fsOpen(path, readOnly ? 'r' : 'r+').catch((e: unknown) => {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`VHDX ${path}`);
+      throw e;
+    });
     let parent: VhdxDevice | undefined;
     try {
       let fileSize = (await fh.stat()).size;

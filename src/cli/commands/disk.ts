@@ -81,8 +81,14 @@ export function register(program: Command): void {
     .option('--json', 'print a summary as JSON')
     .action(async (src: string, dst: string, o: ConvertOpts) => {
       let bar: ReturnType<typeof progress> | undefined;
+      // Ctrl-C stops the copy cleanly: the temporary output is removed and dst stays as it was.
+      const abort = new AbortController();
+      const onSignal = () => abort.abort();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
       try {
         const r = await convertDisk(src, dst, {
+          signal: abort.signal,
           format: o.format,
           ...(o.type !== undefined ? { type: o.type } : {}),
           ...(o.blockSize !== undefined ? { blockSize: o.blockSize } : {}),
@@ -97,6 +103,8 @@ export function register(program: Command): void {
         printResult(o.json, r, () => `converted ${src} to ${dst} (${r.format}, ${formatSize(r.size)}; ${formatSize(r.written)} of data written)`);
       } finally {
         bar?.stop();
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
       }
     });
 

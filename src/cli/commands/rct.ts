@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { DiskLock } from '../../blockdev/DiskLock.js';
 import { UsageError } from '../../errors.js';
 import { disableTracking, enableTracking } from '../../rct/enableTracking.js';
 import { openRctHandle } from '../../rct/openRctHandle.js';
@@ -12,12 +13,22 @@ interface JsonOpt {
   json?: boolean;
 }
 
-async function withHandle<T>(disk: string, fn: (h: Awaited<ReturnType<typeof openRctHandle>>) => Promise<T>): Promise<T> {
-  const h = await openRctHandle(disk);
+async function withHandle<T>(disk: string, mutate: boolean, fn: (h: Awaited<ReturnType<typeof openRctHandle>>) => Promise<T>): Promise<T> {
+  const h = await openRctHandle(disk, { mutate });
   try {
     return await fn(h);
   } finally {
     await h.close();
+  }
+}
+
+/** Hold the disk's exclusive lock around `fn` (InUseError "in use by PID …" when another process has it). */
+async function withLock<T>(disk: string, fn: () => Promise<T>): Promise<T> {
+  const lock = await DiskLock.acquire(disk, { exclusive: true, holder: 'tidemark rct' });
+  try {
+    return await fn();
+  } finally {
+    await lock.release();
   }
 }
 
@@ -32,7 +43,9 @@ export function register(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (disk: string, o: JsonOpt & { blockSize?: string; regionSize?: string }) => {
       if (await controlClient(disk).then((c) => (c?.close(), !!c))) throw new InUseError(disk, 'the process serving it (enable tracking while the disk is not in use)');
-      await enableTracking(disk, { blockSize: o.blockSize ? parseSize(o.blockSize) : undefined, regionSize: o.regionSize ? parseSize(o.regionSize) : undefined });
+      const blockSize = o.blockSize ? parseSize(o.blockSize) : undefined;
+      const regionSize = o.regionSize ? parseSize(o.regionSize) : undefined;
+      await withLock(disk, () => enableTracking(disk, { blockSize, regionSize }));
       const st = await trackingStatus(disk);
       printResult(o.json, st, () => `change tracking enabled on ${disk} (block size ${formatSize(st.blockSize!)}); take a full backup and seal an ID`);
     });
@@ -42,7 +55,7 @@ export function register(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (disk: string, o: JsonOpt) => {
       if (await controlClient(disk).then((c) => (c?.close(), !!c))) throw new InUseError(disk, 'the process serving it');
-      await disableTracking(disk);
+      await withLock(disk, () => disableTracking(disk));
       printResult(o.json, { diskPath: disk, enabled: false }, () => `change tracking disabled on ${disk}`);
     });
 
@@ -50,7 +63,7 @@ export function register(program: Command): void {
     .description('show tracking state: granularity, generation, live IDs, last close')
     .option('--json', 'print JSON')
     .action(async (disk: string, o: JsonOpt) => {
-      const st = (await trackingStatus(disk)).enabled ? await withHandle(disk, (h) => h.status()) : await trackingStatus(disk);
+      const st = (await trackingStatus(disk)).enabled ? await withHandle(disk, false, (h) => h.status()) : await trackingStatus(disk);
       printResult(o.json, st, () => {
         if (!st.enabled) return `${disk}: change tracking is not enabled`;
         const lines = [
@@ -72,7 +85,7 @@ export function register(program: Command): void {
     .description('end the current generation and print a new RCT ID')
     .option('--json', 'print JSON')
     .action(async (disk: string, o: JsonOpt) => {
-      const id = await withHandle(disk, (h) => h.seal());
+      const id = await withHandle(disk, true, (h) => h.seal());
       printResult(o.json, { id }, () => id);
     });
 
@@ -83,7 +96,7 @@ export function register(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (disk: string, o: JsonOpt & { since: string; until?: string }) => {
       if (!o.since) throw new UsageError('--since needs an RCT ID');
-      const ranges = await withHandle(disk, (h) => h.changes(o.since, o.until));
+      const ranges = await withHandle(disk, false, (h) => h.changes(o.since, o.until));
       const changedBytes = ranges.reduce((n, r) => n + r.length, 0);
       printResult(o.json, { ranges, changedBytes }, () =>
         [...ranges.map((r) => `${r.offset}\t${r.length}`), `# ${ranges.length} range(s), ${changedBytes} bytes (${formatSize(changedBytes)}) changed`].join('\n'),
@@ -94,7 +107,7 @@ export function register(program: Command): void {
     .description('forget an RCT ID and free its state')
     .option('--json', 'print JSON')
     .action(async (disk: string, id: string, o: JsonOpt) => {
-      await withHandle(disk, (h) => h.drop(id));
+      await withHandle(disk, true, (h) => h.drop(id));
       printResult(o.json, { dropped: id }, () => `dropped ${id}`);
     });
 }

@@ -1,0 +1,234 @@
+/**
+ * A disk's index: a Merkle tree of index pages (src/repo/IndexPage.ts) mapping chunk number -> digest.
+ *
+ * Shape: n = ceil(size / chunkSize) chunks; leaves (level 0) hold `fanout` chunk digests; a level-L
+ * page holds `fanout` digests of level L-1 pages; the root is the single page at level `depth`, the
+ * smallest d with fanout^(d+1) >= n. Entry e of level L covers chunks [e*fanout^L, (e+1)*fanout^L).
+ * ZERO_DIGEST stands for an all-zero chunk or an all-zero subtree, which is never stored: an empty
+ * 1 TiB disk has root ZERO_DIGEST and costs no pages at all.
+ *
+ * Updating (IndexWriter): changes arrive in ascending chunk order; the writer keeps one "open" page
+ * per level (copied from the base tree on first touch), and when the stream moves past a page it
+ * writes the page (if it changed) and sets its new digest in the open parent. So an update writes
+ * exactly the changed leaves plus their paths to the root — O(changed pages) — and memory is
+ * O(depth x fanout). Unchanged pages are shared with the base tree by digest.
+ */
+import { ZERO_DIGEST } from './constants.js';
+import { CorruptObjectError } from './errors.js';
+import { decodeIndexPage, encodeIndexPage } from './IndexPage.js';
+import type { Repository } from './Repository.js';
+
+export interface DiskGeometry {
+  /** Disk size in bytes. */
+  size: number;
+  chunkSize: number;
+  fanout: number;
+}
+
+export interface IndexRef extends DiskGeometry {
+  indexRoot: string;
+}
+
+export function chunkCount(g: DiskGeometry): number {
+  return Math.ceil(g.size / g.chunkSize);
+}
+
+/** Number of levels above the leaves (0: the root is a leaf). */
+export function treeDepth(g: DiskGeometry): number {
+  const n = chunkCount(g);
+  let d = 0;
+  let span = g.fanout;
+  while (span < n) {
+    span *= g.fanout;
+    d++;
+  }
+  return d;
+}
+
+/** Read one page as a full `fanout`-long entry array (ZERO padded). Verified; corruption names the page. */
+export async function readIndexPage(repo: Repository, digest: string, level: number, fanout: number): Promise<string[]> {
+  const entries = new Array<string>(fanout).fill(ZERO_DIGEST);
+  if (digest === ZERO_DIGEST) return entries;
+  const page = decodeIndexPage(await repo.getObject('index', digest), level, fanout);
+  if (typeof page === 'string') throw new CorruptObjectError(repo.location, 'index', digest, page);
+  for (let i = 0; i < page.entries.length; i++) entries[i] = page.entries[i];
+  return entries;
+}
+
+export interface IndexUpdateResult {
+  root: string;
+  pagesWritten: number;
+  pageBytesWritten: number;
+}
+
+/** Read access to one disk's index tree. */
+export class IndexTree {
+  readonly depth: number;
+  readonly chunkCount: number;
+  private path: Array<{ digest: string; entries: string[] } | undefined> = [];
+
+  private constructor(readonly repo: Repository, readonly ref: IndexRef) {
+    this.depth = treeDepth(ref);
+    this.chunkCount = chunkCount(ref);
+  }
+
+  static open(repo: Repository, ref: IndexRef): IndexTree {
+    return new IndexTree(repo, ref);
+  }
+
+  get root(): string {
+    return this.ref.indexRoot;
+  }
+
+  /** The digest of chunk `chunkIndex` (ZERO_DIGEST for a zero chunk). Caches the last path walked. */
+  async lookup(chunkIndex: number): Promise<string> {
+    if (!Number.isInteger(chunkIndex) || chunkIndex < 0 || chunkIndex >= this.chunkCount) throw new RangeError(`chunk ${chunkIndex} is outside the disk (${this.chunkCount} chunks)`);
+    const F = this.ref.fanout;
+    let digest = this.ref.indexRoot;
+    for (let level = this.depth; level >= 0; level--) {
+      if (digest === ZERO_DIGEST) return ZERO_DIGEST;
+      let cached = this.path[level];
+      if (!cached || cached.digest !== digest) {
+        cached = { digest, entries: await readIndexPage(this.repo, digest, level, F) };
+        this.path[level] = cached;
+      }
+      digest = cached.entries[Math.floor(chunkIndex / F ** level) % F];
+    }
+    return digest;
+  }
+
+  /** Every non-zero chunk in ascending order. Zero subtrees are skipped without reading anything. */
+  async *entries(): AsyncGenerator<{ index: number; digest: string }> {
+    for await (const p of this.pages()) {
+      if (p.level !== 0) continue;
+      for (let i = 0; i < p.entries.length; i++) {
+        const index = p.first + i;
+        if (p.entries[i] !== ZERO_DIGEST && index < this.chunkCount) yield { index, digest: p.entries[i] };
+      }
+    }
+  }
+
+  /**
+   * Every stored page, depth first in chunk order, with the first chunk it covers. With `visited`, pages
+   * already in the set are skipped with their whole subtree (shared between trees), and new ones added.
+   */
+  async *pages(visited?: Set<string>): AsyncGenerator<{ digest: string; level: number; first: number; entries: string[] }> {
+    const F = this.ref.fanout;
+    const self = this;
+    async function* visit(digest: string, level: number, first: number): AsyncGenerator<{ digest: string; level: number; first: number; entries: string[] }> {
+      if (digest === ZERO_DIGEST) return;
+      if (visited) {
+        if (visited.has(digest)) return;
+        visited.add(digest);
+      }
+      const entries = await readIndexPage(self.repo, digest, level, F);
+      yield { digest, level, first, entries };
+      if (level === 0) return;
+      const span = F ** level;
+      for (let i = 0; i < F; i++) if (entries[i] !== ZERO_DIGEST) yield* visit(entries[i], level - 1, first + i * span);
+    }
+    yield* visit(this.ref.indexRoot, this.depth, 0);
+  }
+
+  /**
+   * A new tree equal to `base` with `changes` applied (chunk index -> digest; ZERO_DIGEST for zeros).
+   * Writes only the changed pages and their paths to the root.
+   */
+  static async update(repo: Repository, base: IndexRef, changes: Map<number, string>): Promise<IndexUpdateResult> {
+    const w = new IndexWriter(repo, base, base.indexRoot);
+    for (const i of [...changes.keys()].sort((a, b) => a - b)) await w.set(i, changes.get(i)!);
+    return w.finish();
+  }
+}
+
+interface OpenPage {
+  pageNo: number;
+  entries: string[];
+  dirty: boolean;
+}
+
+/**
+ * Builds a new index tree from a base tree (ZERO_DIGEST: empty disk) and a stream of changes in
+ * strictly ascending chunk order. `set` calls must not overlap (await each); `finish` once.
+ */
+export class IndexWriter {
+  private readonly depth: number;
+  private readonly n: number;
+  private readonly open: Array<OpenPage | undefined> = [];
+  private root: string;
+  private last = -1;
+  private pagesWritten = 0;
+  private pageBytesWritten = 0;
+  private finished = false;
+
+  constructor(private readonly repo: Repository, private readonly geometry: DiskGeometry, baseRoot: string = ZERO_DIGEST) {
+    this.depth = treeDepth(geometry);
+    this.n = chunkCount(geometry);
+    this.root = baseRoot;
+  }
+
+  /** Record chunk `chunkIndex`'s digest. Indexes must be strictly ascending. */
+  async set(chunkIndex: number, digest: string): Promise<void> {
+    if (this.finished) throw new Error('IndexWriter: set after finish');
+    if (!Number.isInteger(chunkIndex) || chunkIndex <= this.last || chunkIndex >= this.n) {
+      throw new RangeError(`IndexWriter: chunk ${chunkIndex} out of order or outside the disk (last ${this.last}, ${this.n} chunks)`);
+    }
+    if (!/^[0-9a-f]{64}$/.test(digest)) throw new TypeError(`IndexWriter: bad digest ${digest}`);
+    this.last = chunkIndex;
+    await this.setEntry(0, chunkIndex, digest);
+  }
+
+  /** Write the remaining open pages bottom-up; resolves the new root. */
+  async finish(): Promise<IndexUpdateResult> {
+    if (!this.finished) {
+      for (let level = 0; level <= this.depth; level++) await this.flush(level);
+      this.finished = true;
+    }
+    return { root: this.root, pagesWritten: this.pagesWritten, pageBytesWritten: this.pageBytesWritten };
+  }
+
+  private async setEntry(level: number, entryNo: number, digest: string): Promise<void> {
+    const F = this.geometry.fanout;
+    const page = await this.ensure(level, Math.floor(entryNo / F));
+    const slot = entryNo % F;
+    if (page.entries[slot] !== digest) {
+      page.entries[slot] = digest;
+      page.dirty = true;
+    }
+  }
+
+  /** Make page `pageNo` of `level` the open one, closing the previous open page of that level. */
+  private async ensure(level: number, pageNo: number): Promise<OpenPage> {
+    const cur = this.open[level];
+    if (cur && cur.pageNo === pageNo) return cur;
+    if (cur) await this.flush(level);
+    let digest: string;
+    if (level === this.depth) {
+      digest = this.root;
+    } else {
+      const F = this.geometry.fanout;
+      const parent = await this.ensure(level + 1, Math.floor(pageNo / F));
+      digest = parent.entries[pageNo % F];
+    }
+    const page: OpenPage = { pageNo, entries: await readIndexPage(this.repo, digest, level, this.geometry.fanout), dirty: false };
+    this.open[level] = page;
+    return page;
+  }
+
+  private async flush(level: number): Promise<void> {
+    const page = this.open[level];
+    this.open[level] = undefined;
+    if (!page || !page.dirty) return;
+    let digest = ZERO_DIGEST;
+    if (page.entries.some((e) => e !== ZERO_DIGEST)) {
+      const r = await this.repo.putIndexPage(encodeIndexPage({ level, entries: page.entries }));
+      digest = r.digest;
+      if (r.written > 0) {
+        this.pagesWritten++;
+        this.pageBytesWritten += r.written;
+      }
+    }
+    if (level === this.depth) this.root = digest;
+    else await this.setEntry(level + 1, page.pageNo, digest);
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * runBackup: one restore point = back up each disk, then commit the manifest — under a shared lock.
+ * The write order is the repository's core invariant: chunks -> index pages (bottom-up, inside
+ * backupDevice) -> manifest. If anything fails or the process dies before the manifest is stored, no
+ * snapshot becomes visible; what was written is unreferenced garbage that prune removes later.
+ */
+import { hostname } from 'node:os';
+import type { BlockDevice } from '../blockdev/BlockDevice.js';
+import { backupDevice, type BackupDeviceOptions, type BackupProgress } from './backupDevice.js';
+import { saveManifest, type BackupStats, type DiskEntry, type Manifest, type Snapshot } from './Manifest.js';
+import { RepoLock } from './RepoLock.js';
+import type { Repository } from './Repository.js';
+
+export interface BackupDiskInput extends Omit<BackupDeviceOptions, 'onProgress' | 'signal' | 'name'> {
+  name: string;
+  device: BlockDevice;
+}
+
+export interface RunBackupOptions {
+  source: { id: string; name: string; kind?: string };
+  disks: BackupDiskInput[];
+  /** The snapshot the `previous` entries came from. */
+  parent?: string;
+  tags?: string[];
+  host?: string;
+  onProgress?: (disk: string, p: BackupProgress) => void;
+  signal?: AbortSignal;
+  /** Skip taking the shared lock (caller holds one). */
+  noLock?: boolean;
+}
+
+export async function runBackup(repo: Repository, opts: RunBackupOptions): Promise<Snapshot> {
+  const time = new Date().toISOString();
+  const t0 = Date.now();
+  const lock = opts.noLock ? null : await RepoLock.acquire(repo, { exclusive: false });
+  try {
+    const disks: DiskEntry[] = [];
+    const total: BackupStats = { bytesRead: 0, chunksWritten: 0, chunkBytesWritten: 0, chunksDeduplicated: 0, pagesWritten: 0, pageBytesWritten: 0, durationMs: 0 };
+    for (const d of opts.disks) {
+      const { device, ...rest } = d;
+      const r = await backupDevice(repo, device, { ...rest, onProgress: opts.onProgress && ((p) => opts.onProgress!(d.name, p)), signal: opts.signal });
+      disks.push(r.disk);
+      for (const k of Object.keys(total) as Array<keyof BackupStats>) total[k] += r.stats[k];
+    }
+    total.durationMs = Date.now() - t0;
+    const m: Manifest = { version: 1, time, host: opts.host ?? hostname(), source: opts.source, disks, stats: total };
+    if (opts.parent) m.parent = opts.parent;
+    if (opts.tags) m.tags = opts.tags;
+    const id = await saveManifest(repo, m);
+    return { ...m, id };
+  } finally {
+    await lock?.release();
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * verifyRepository: check that every restore point can be restored, and name the damage.
+ *
+ * 1. Load every manifest (verified by digest).
+ * 2. Walk every disk's index tree once per distinct page (shared pages are read once), verifying each
+ *    page and collecting the chunks the leaves reference.
+ * 3. Check each referenced chunk: present (one listing of `chunks`), or with `readData` read and
+ *    verified in full.
+ * 4. Attribute every bad object to each snapshot that reaches it (memoised over the page graph), so
+ *    the report says which restore points are affected.
+ * Unreferenced objects are not errors (garbage from interrupted backups; prune removes them).
+ */
+import { ObjectNotFoundError } from '../backend/errors.js';
+import { ZERO_DIGEST } from './constants.js';
+import { CorruptObjectError } from './errors.js';
+import { readIndexPage, treeDepth } from './IndexTree.js';
+import { loadManifest, type Snapshot } from './Manifest.js';
+import type { Repository } from './Repository.js';
+
+export interface VerifyProblem {
+  type: 'snapshots' | 'index' | 'chunks';
+  name: string;
+  problem: 'missing' | 'corrupt';
+  message: string;
+  /** Ids of the snapshots that cannot be fully restored because of this object. */
+  snapshots: string[];
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  snapshots: number;
+  pages: number;
+  chunks: number;
+  /** Bytes of chunk data read (readData). */
+  bytesRead: number;
+  problems: VerifyProblem[];
+}
+
+export interface VerifyOptions {
+  /** Read and verify every referenced chunk (default: only check that it exists). */
+  readData?: boolean;
+  concurrency?: number;
+  onProgress?: (p: { phase: 'snapshots' | 'index' | 'chunks'; done: number; total: number }) => void;
+}
+
+export async function verifyRepository(repo: Repository, opts: VerifyOptions = {}): Promise<VerifyReport> {
+  const concurrency = Math.max(1, opts.concurrency ?? 8);
+  const problems = new Map<string, VerifyProblem>();
+  const record = (type: VerifyProblem['type'], name: string, err: unknown): void => {
+    const missing = err instanceof ObjectNotFoundError;
+    if (!missing && !(err instanceof CorruptObjectError)) throw err; // an operational failure, not damage
+    problems.set(`${type}/${name}`, { type, name, problem: missing ? 'missing' : 'corrupt', message: (err as Error).message, snapshots: [] });
+  };
+
+  // 1. manifests
+  const snapshots: Snapshot[] = [];
+  const ids: string[] = [];
+  for await (const id of repo.backend.list('snapshots')) ids.push(id);
+  for (const id of ids) {
+    try {
+      snapshots.push(await loadManifest(repo, id));
+    } catch (err) {
+      record('snapshots', id, err);
+      problems.get(`snapshots/${id}`)!.snapshots.push(id);
+    }
+    opts.onProgress?.({ phase: 'snapshots', done: snapshots.length, total: ids.length });
+  }
+
+  // 2. pages: children of each page (page digest -> child digests, or chunk digests at leaves)
+  const children = new Map<string, string[]>();
+  const chunks = new Set<string>();
+  const walk = async (digest: string, level: number, fanout: number): Promise<void> => {
+    if (digest === ZERO_DIGEST || children.has(digest) || problems.has(`index/${digest}`)) return;
+    let entries: string[];
+    try {
+      entries = (await readIndexPage(repo, digest, level, fanout)).filter((e) => e !== ZERO_DIGEST);
+    } catch (err) {
+      record('index', digest, err);
+      return;
+    }
+    children.set(digest, entries);
+    opts.onProgress?.({ phase: 'index', done: children.size, total: 0 });
+    if (level === 0) for (const c of entries) chunks.add(c);
+    else for (const c of entries) await walk(c, level - 1, fanout);
+  };
+  for (const s of snapshots) for (const d of s.disks) await walk(d.indexRoot, treeDepth(d), d.fanout);
+
+  // 3. chunks
+  let bytesRead = 0;
+  if (opts.readData) {
+    const list = [...chunks];
+    let next = 0;
+    let done = 0;
+    const worker = async (): Promise<void> => {
+      while (next < list.length) {
+        const c = list[next++];
+        try {
+          bytesRead += (await repo.getChunk(c)).length;
+        } catch (err) {
+          record('chunks', c, err);
+        }
+        opts.onProgress?.({ phase: 'chunks', done: ++done, total: list.length });
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+  } else {
+    const present = new Set<string>();
+    for await (const name of repo.backend.list('chunks')) present.add(name);
+    for (const c of chunks) if (!present.has(c)) record('chunks', c, new ObjectNotFoundError(repo.location, 'chunks', c));
+  }
+
+  // 4. attribute damage to snapshots
+  const reach = new Map<string, string[]>(); // page -> bad objects below it (memo)
+  const badBelow = (digest: string): string[] => {
+    if (digest === ZERO_DIGEST) return [];
+    const memo = reach.get(digest);
+    if (memo) return memo;
+    let out: string[] = [];
+    if (problems.has(`index/${digest}`)) out = [`index/${digest}`];
+    else {
+      const kids = children.get(digest) ?? [];
+      const bad = new Set<string>();
+      for (const k of kids) {
+        if (problems.has(`chunks/${k}`)) bad.add(`chunks/${k}`);
+        else if (children.has(k) || problems.has(`index/${k}`)) for (const b of badBelow(k)) bad.add(b);
+      }
+      out = [...bad];
+    }
+    reach.set(digest, out);
+    return out;
+  };
+  for (const s of snapshots) {
+    const bad = new Set<string>();
+    for (const d of s.disks) for (const b of badBelow(d.indexRoot)) bad.add(b);
+    for (const b of bad) problems.get(b)!.snapshots.push(s.id);
+  }
+
+  const list = [...problems.values()];
+  return { ok: list.length === 0, snapshots: ids.length, pages: children.size, chunks: chunks.size, bytesRead, problems: list };
+}

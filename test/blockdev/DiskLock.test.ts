@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { DiskLock } from '../../src/blockdev/DiskLock.js';
+import { InUseError } from '../../src/errors.js';
+import { tempDir } from '../helpers/tools.js';
+
+const HOLDER = fileURLToPath(new URL('./fixtures/holdDiskLock.js', import.meta.url));
+
+interface Child {
+  proc: ChildProcess;
+  line: string;
+}
+
+/** Run the holder child until it reports; returns its first line ("locked <pid>" or "in-use ..."). */
+async function child(t: TestContext, disk: string, mode: 'exclusive' | 'shared', holder: string): Promise<Child> {
+  const proc = spawn(process.execPath, [HOLDER, disk, mode, holder], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.after(() => {
+    if (proc.exitCode === null) proc.kill('SIGKILL');
+  });
+  const line = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('\n')) resolve(out.trim());
+    });
+    proc.once('exit', (code) => (out.includes('\n') ? resolve(out.trim()) : reject(new Error(`holder exited ${code}: ${out}`))));
+  });
+  return { proc, line };
+}
+
+function exited(proc: ChildProcess): Promise<void> {
+  return proc.exitCode !== null ? Promise.resolve() : new Promise((r) => proc.once('exit', () => r()));
+}
+
+test('DiskLock: an exclusive holder in another process is named in InUseError; a dead holder leaves no lock', async (t) => {
+  const disk = join(await tempDir(t), 'disk.vhdx');
+  const a = await child(t, disk, 'exclusive', 'tidemark serve');
+  assert.equal(a.line, `locked ${a.proc.pid}`);
+  assert.equal(await readFile(`${disk}.lock`, 'utf8'), `${a.proc.pid}\ttidemark serve\n`);
+  for (const exclusive of [true, false]) {
+    await assert.rejects(DiskLock.acquire(disk, { exclusive }), (err: unknown) => {
+      assert.ok(err instanceof InUseError);
+      assert.equal(err.code, 'E_IN_USE');
+      assert.equal(err.data.holder, `PID ${a.proc.pid} (tidemark serve)`);
+      assert.match(err.message, new RegExp(`disk\\.vhdx is in use by PID ${a.proc.pid} \\(tidemark serve\\)`));
+      return true;
+    });
+  }
+  a.proc.kill('SIGKILL');
+  await exited(a.proc);
+  const mine = await DiskLock.acquire(disk, { exclusive: true, holder: 'tidemark backup' });
+  assert.equal(await readFile(`${disk}.lock`, 'utf8'), `${process.pid}\ttidemark backup\n`, 'the stale line was replaced');
+  const b = await child(t, disk, 'shared', 'reader');
+  assert.equal(b.line, `in-use ${disk} is in use by PID ${process.pid} (tidemark backup); stop it or talk to it through its control socket`);
+  await mine.release();
+  await mine.release();
+  assert.equal(await readFile(`${disk}.lock`, 'utf8'), '', 'an exclusive release clears the file');
+  const c = await child(t, disk, 'exclusive', 'tidemark restore');
+  assert.equal(c.line, `locked ${c.proc.pid}`, 'released lock is free for others');
+  c.proc.stdin!.end();
+  await exited(c.proc);
+  assert.equal(c.proc.exitCode, 0);
+});
+
+test('DiskLock: shared holders coexist and block writers; one writer per disk within a process too', async (t) => {
+  const disk = join(await tempDir(t), 'disk.img');
+  const r1 = await child(t, disk, 'shared', 'tidemark verify');
+  const mine = await DiskLock.acquire(disk, { exclusive: false, holder: 'reader two' });
+  const w = await child(t, disk, 'exclusive', 'writer');
+  assert.match(w.line, new RegExp(`^in-use .* PID ${r1.proc.pid} \\(tidemark verify\\), PID ${process.pid} \\(reader two\\)`));
+  await exited(w.proc);
+  assert.equal(w.proc.exitCode, 5);
+  r1.proc.stdin!.end();
+  await exited(r1.proc);
+  await assert.rejects(DiskLock.acquire(disk, { exclusive: true }), InUseError, 'our own shared lock still blocks a writer');
+  await mine.release();
+  const writer = await DiskLock.acquire(disk, { exclusive: true });
+  await assert.rejects(DiskLock.acquire(disk, { exclusive: true }), (err: unknown) => err instanceof InUseError && err.message.includes(`PID ${process.pid} (this process)`), 'a second writer in the same process is refused');
+  await writer.release();
+});

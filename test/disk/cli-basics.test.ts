@@ -1,0 +1,198 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFile, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ExitCode } from '../../src/errors.js';
+import { requireTools, run, tempDir } from '../helpers/tools.js';
+import { tidemark, tidemarkJson } from './cliHarness.js';
+import { makeRaw, pattern } from './fixtures.js';
+import { openDisk } from '../../src/disk/openDisk.js';
+import { RawFileDevice } from '../../src/blockdev/RawFileDevice.js';
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+const TiB = 1024 * GiB;
+
+interface Info {
+  format: string;
+  type: string;
+  size: number;
+  blockSize: number | null;
+  logicalSectorSize: number;
+  physicalSectorSize: number;
+  allocatedBytes: number;
+  diskId: string | null;
+  dataWriteGuid: string | null;
+  parentChain: string[];
+}
+
+/** The data runs of a file (SEEK_DATA/SEEK_HOLE via RawFileDevice). */
+async function dataExtents(path: string): Promise<Array<[number, number]>> {
+  const dev = await RawFileDevice.open(path, { readOnly: true });
+  try {
+    assert.ok(dev.capabilities.extents, 'extents supported here');
+    return (await dev.extents(0, dev.size)).filter((e) => e.type === 'data').map((e) => [e.offset, e.length]);
+  } finally {
+    await dev.close();
+  }
+}
+
+async function allocated(path: string): Promise<number> {
+  return (await stat(path)).blocks * 512;
+}
+
+test('disk --help and every subcommand --help exit 0 and describe usage', async () => {
+  const subs = ['', 'create', 'info', 'check', 'convert', 'compare', 'merge', 'resize'];
+  const results = await Promise.all(subs.map((sub) => tidemark('disk', ...(sub ? [sub] : []), '--help')));
+  results.forEach((r, i) => {
+    assert.equal(r.status, 0, `${subs[i]} --help: ${r.stderr}`);
+    assert.match(r.stdout, new RegExp(`Usage: tidemark disk${subs[i] ? ` ${subs[i]}` : ''}`));
+  });
+});
+
+test('create: dynamic VHDX by default, raw, fixed, sector sizes, block size; info reports them', async (t) => {
+  const dir = await tempDir(t);
+  const v = join(dir, 'a.vhdx');
+  const c = await tidemarkJson<Info>('disk', 'create', v, '--size', '1G', '--json');
+  assert.equal(c.status, 0, c.stderr);
+  assert.equal(c.json.format, 'vhdx');
+  assert.equal(c.json.type, 'dynamic');
+  assert.equal(c.json.size, GiB);
+  const i = await tidemarkJson<Info>('disk', 'info', v, '--json');
+  assert.equal(i.status, 0);
+  assert.deepEqual({ ...i.json }, { ...c.json });
+  assert.match(i.json.diskId ?? '', /^[0-9a-f-]{36}$/i);
+  assert.ok((await stat(v)).size < 16 * MiB, 'dynamic disk is small');
+
+  const f = join(dir, 'f.vhdx');
+  const cf = await tidemarkJson<Info>('disk', 'create', f, '--size', '64M', '--type', 'fixed', '--block-size', '8M', '--logical-sector-size', '4096', '--json');
+  assert.equal(cf.status, 0, cf.stderr);
+  assert.equal(cf.json.type, 'fixed');
+  assert.equal(cf.json.blockSize, 8 * MiB);
+  assert.equal(cf.json.logicalSectorSize, 4096);
+  assert.ok((await stat(f)).size >= 64 * MiB, 'fixed disk holds its payload');
+
+  const r = join(dir, 'r.img');
+  const cr = await tidemarkJson<Info>('disk', 'create', r, '--size', '3T', '--format', 'raw', '--json');
+  assert.equal(cr.status, 0, cr.stderr);
+  assert.equal(cr.json.format, 'raw');
+  assert.equal(cr.json.size, 3 * TiB);
+  assert.equal(cr.json.blockSize, null);
+  assert.equal((await stat(r)).size, 3 * TiB);
+  assert.equal(await allocated(r), 0);
+
+  const text = await tidemark('disk', 'info', v);
+  assert.equal(text.status, 0);
+  assert.match(text.stdout, /format\s+vhdx/);
+  assert.match(text.stdout, /virtual size\s+1\.00 GiB/);
+});
+
+test('create: errors are usage errors that say what to do, and leave nothing behind', async (t) => {
+  const dir = await tempDir(t);
+  const v = join(dir, 'a.vhdx');
+  assert.equal((await tidemark('disk', 'create', v, '--size', '1M')).status, 0);
+  const before = await readFile(v);
+  const exists = await tidemark('disk', 'create', v, '--size', '2M');
+  assert.equal(exists.status, ExitCode.USAGE);
+  assert.match(exists.stderr, /already exists/);
+  assert.deepEqual(await readFile(v), before, 'existing disk untouched');
+
+  const cases: Array<[string[], RegExp]> = [
+    [['--size', 'ten'], /invalid size/],
+    [[], /size/],
+    [['--size', '1M', '--format', 'qcow2'], /format/],
+    [['--size', '1M', '--type', 'sparse'], /type/],
+    [['--size', '1M', '--logical-sector-size', '1024'], /logical-sector-size/],
+    [['--size', '1M', '--format', 'raw', '--parent', v], /parent/],
+    [['--size', '1M', '--bogus'], /unknown option/],
+  ];
+  const results = await Promise.all(cases.map(([args]) => tidemark('disk', 'create', join(dir, 'b.vhdx'), ...args)));
+  results.forEach((r, i) => {
+    const [args, msg] = cases[i]!;
+    assert.equal(r.status, ExitCode.USAGE, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, msg, args.join(' '));
+  });
+  assert.deepEqual((await readdir(dir)).sort(), ['a.vhdx'], 'no temporary or partial files');
+  const noDir = await tidemark('disk', 'create', join(dir, 'nope', 'x.vhdx'), '--size', '1M');
+  assert.notEqual(noDir.status, 0);
+});
+
+test('format is detected from content: a VHDX named .raw and a raw named .vhdx', async (t) => {
+  const dir = await tempDir(t);
+  const v = join(dir, 'really-vhdx.raw');
+  const r = join(dir, 'really-raw.vhdx');
+  assert.equal((await tidemark('disk', 'create', v, '--size', '8M')).status, 0);
+  await makeRaw(r, 8 * MiB, [[MiB, 4096]]);
+  assert.equal((await tidemarkJson<Info>('disk', 'info', v, '--json')).json.format, 'vhdx');
+  const ri = await tidemarkJson<Info>('disk', 'info', r, '--json');
+  assert.equal(ri.json.format, 'raw');
+  assert.equal(ri.json.size, 8 * MiB);
+  // Reading goes through the detected format: the VHDX reads as zeros, not as its own headers.
+  assert.equal((await tidemark('disk', 'compare', v, join(dir, 'zeros'))).status, ExitCode.NOT_FOUND);
+  await makeRaw(join(dir, 'zeros'), 8 * MiB, []);
+  assert.equal((await tidemark('disk', 'compare', v, join(dir, 'zeros'))).status, 0);
+  const diff = await tidemarkJson<{ equal: boolean; firstDifference: number }>('disk', 'compare', r, join(dir, 'zeros'), '--json');
+  assert.equal(diff.status, ExitCode.DIFFERENT);
+  assert.equal(diff.json.firstDifference, MiB);
+});
+
+test('info/check on missing, foreign and corrupt files: exit codes and messages', async (t) => {
+  const dir = await tempDir(t);
+  const missing = await tidemark('disk', 'info', join(dir, 'missing.vhdx'));
+  assert.equal(missing.status, ExitCode.NOT_FOUND);
+  assert.match(missing.stderr, /not found/);
+  const missingJson = await tidemarkJson<{ error: { code: string } }>('disk', 'info', join(dir, 'missing.vhdx'), '--json');
+  assert.equal(missingJson.json.error.code, 'E_NOT_FOUND');
+  assert.equal((await tidemark('disk', 'check', join(dir, 'missing.vhdx'))).status, ExitCode.NOT_FOUND);
+
+  // A VHDX whose both headers and both region tables are destroyed.
+  const v = join(dir, 'broken.raw');
+  assert.equal((await tidemark('disk', 'create', v, '--size', '64M')).status, 0);
+  const good = join(dir, 'good.vhdx');
+  await copyFile(v, good);
+  const fh = await open(v, 'r+');
+  for (const off of [0x10000, 0x20000, 0x30000, 0x40000]) await fh.write(Buffer.alloc(4096, 0xee), 0, 4096, off);
+  await fh.close();
+  const info = await tidemark('disk', 'info', v);
+  assert.equal(info.status, ExitCode.CORRUPT, info.stderr);
+  assert.match(info.stderr, /broken\.raw/);
+  const check = await tidemarkJson<{ ok: boolean; problems: Array<{ structure: string; message: string }> }>('disk', 'check', v, '--json');
+  assert.equal(check.status, ExitCode.DIFFERENT);
+  assert.equal(check.json.ok, false);
+  assert.ok(check.json.problems.length > 0);
+  const checkText = await tidemark('disk', 'check', v);
+  assert.equal(checkText.status, ExitCode.DIFFERENT);
+  assert.match(checkText.stdout, /problem/);
+  const convert = await tidemark('disk', 'convert', v, join(dir, 'out.vhdx'));
+  assert.equal(convert.status, ExitCode.CORRUPT);
+
+  const ok = await tidemarkJson<{ ok: boolean; format: string }>('disk', 'check', good, '--json');
+  assert.equal(ok.status, 0);
+  assert.deepEqual([ok.json.ok, ok.json.format], [true, 'vhdx']);
+
+  // The "vhdxfile" signature alone destroyed: refused, not silently read as raw.
+  const sig = join(dir, 'sig.vhdx');
+  await copyFile(good, sig);
+  const fh2 = await open(sig, 'r+');
+  await fh2.write(Buffer.from('XXXXXXXX'), 0, 8, 0);
+  await fh2.close();
+  assert.equal((await tidemark('disk', 'info', sig)).status, ExitCode.CORRUPT);
+  assert.equal((await tidemark('disk', 'check', sig)).status, ExitCode.DIFFERENT);
+
+  const raw = join(dir, 'plain');
+  await makeRaw(raw, 5 * MiB, [[0, 512]]);
+  const rc = await tidemarkJson<{ ok: boolean; format: string; size: number }>('disk', 'check', raw, '--json');
+  assert.equal(rc.status, 0);
+  assert.deepEqual([rc.json.ok, rc.json.format, rc.json.size], [true, 'raw', 5 * MiB]);
+});
+
+test('info refuses formats Tidemark does not read (qcow2) instead of reading them as raw', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const dir = await tempDir(t);
+  const q = join(dir, 'disk.img');
+  run('qemu-img', ['create', '-q', '-f', 'qcow2', q, '1G']);
+  const r = await tidemark('disk', 'info', q);
+  assert.equal(r.status, ExitCode.UNSUPPORTED);
+  assert.match(r.stderr, /qcow2.*convert/);
+});
+

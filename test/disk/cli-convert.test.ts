@@ -1,0 +1,141 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFile, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ExitCode } from '../../src/errors.js';
+import { requireTools, run, tempDir } from '../helpers/tools.js';
+import { tidemark, tidemarkJson } from './cliHarness.js';
+import { makeRaw, pattern } from './fixtures.js';
+import { openDisk } from '../../src/disk/openDisk.js';
+import { RawFileDevice } from '../../src/blockdev/RawFileDevice.js';
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+const TiB = 1024 * GiB;
+
+interface Info {
+  format: string;
+  type: string;
+  size: number;
+  blockSize: number | null;
+  logicalSectorSize: number;
+  physicalSectorSize: number;
+  allocatedBytes: number;
+  diskId: string | null;
+  dataWriteGuid: string | null;
+  parentChain: string[];
+}
+
+/** The data runs of a file (SEEK_DATA/SEEK_HOLE via RawFileDevice). */
+async function dataExtents(path: string): Promise<Array<[number, number]>> {
+  const dev = await RawFileDevice.open(path, { readOnly: true });
+  try {
+    assert.ok(dev.capabilities.extents, 'extents supported here');
+    return (await dev.extents(0, dev.size)).filter((e) => e.type === 'data').map((e) => [e.offset, e.length]);
+  } finally {
+    await dev.close();
+  }
+}
+
+async function allocated(path: string): Promise<number> {
+  return (await stat(path)).blocks * 512;
+}
+
+test('convert raw -> vhdx -> raw: bit-exact and sparse; dst replaced atomically', async (t) => {
+  const dir = await tempDir(t);
+  const src = join(dir, 'src.img');
+  const size = 100 * MiB + 12 * 1024;
+  await makeRaw(src, size, [[0, 4096], [3 * MiB + 512, 70_000], [40 * MiB, 9 * MiB], [size - 8192, 8192]]);
+  const v = join(dir, 'mid.vhdx');
+  const back = join(dir, 'back.img');
+  const c1 = await tidemarkJson<{ written: number }>('disk', 'convert', src, v, '--block-size', '1M', '--json');
+  assert.equal(c1.status, 0, c1.stderr);
+  const vi = await tidemarkJson<Info>('disk', 'info', v, '--json');
+  assert.deepEqual([vi.json.format, vi.json.type, vi.json.size, vi.json.blockSize], ['vhdx', 'dynamic', size, MiB]);
+  assert.ok(vi.json.allocatedBytes <= 16 * MiB, `only touched blocks allocated: ${vi.json.allocatedBytes}`);
+  const c2 = await tidemark('disk', 'convert', v, back, '--format', 'raw');
+  assert.equal(c2.status, 0, c2.stderr);
+  assert.deepEqual(await readFile(back), await readFile(src), 'bit-exact round trip');
+  // Same data map as the original (st_blocks may differ by file system metadata such as extent-tree blocks).
+  assert.deepEqual(await dataExtents(back), await dataExtents(src), 'as sparse as the original');
+  assert.ok(await allocated(back) <= (await allocated(src)) + 64 * 1024);
+  assert.equal((await tidemark('disk', 'compare', src, v)).status, 0);
+
+  // Converting over an existing file replaces it whole; a failed convert leaves it untouched.
+  const prev = await readFile(back);
+  const corrupt = join(dir, 'corrupt.vhdx');
+  await copyFile(v, corrupt);
+  const fh = await open(corrupt, 'r+');
+  for (const off of [0x10000, 0x20000]) await fh.write(Buffer.alloc(4096, 0x55), 0, 4096, off);
+  await fh.close();
+  const bad = await tidemark('disk', 'convert', corrupt, back, '--format', 'raw');
+  assert.notEqual(bad.status, 0);
+  assert.deepEqual(await readFile(back), prev, 'the good file is untouched');
+  assert.deepEqual((await readdir(dir)).filter((f) => f.includes('tidemark')), [], 'no temporary files left');
+
+  // Converting a disk onto itself is refused before anything is written.
+  const self = await tidemark('disk', 'convert', v, v);
+  assert.equal(self.status, ExitCode.USAGE);
+  assert.equal((await tidemark('disk', 'compare', src, v)).status, 0);
+
+  const badArgs = await tidemark('disk', 'convert', src, join(dir, 'x'), '--format', 'raw', '--type', 'dynamic');
+  assert.equal(badArgs.status, ExitCode.USAGE);
+  assert.equal((await tidemark('disk', 'convert', join(dir, 'nope'), join(dir, 'y'))).status, ExitCode.NOT_FOUND);
+  assert.equal((await tidemark('disk', 'convert', src)).status, ExitCode.USAGE);
+});
+
+test('convert of a 3 TiB sparse disk finishes quickly and stays sparse', async (t) => {
+  const dir = await tempDir(t);
+  const src = join(dir, 'big.img');
+  const size = 3 * TiB + 64 * 1024;
+  await makeRaw(src, size, [[0, 65536], [2 * TiB + 5 * MiB, 1 * MiB], [size - 4096, 4096]]);
+  const v = join(dir, 'big.vhdx');
+  const t0 = Date.now();
+  const r1 = await tidemark('disk', 'convert', src, v);
+  assert.equal(r1.status, 0, r1.stderr);
+  const back = join(dir, 'back.img');
+  const r2 = await tidemark('disk', 'convert', v, back, '--format', 'raw');
+  assert.equal(r2.status, 0, r2.stderr);
+  const cmp = await tidemark('disk', 'compare', src, back);
+  assert.equal(cmp.status, 0, cmp.stdout + cmp.stderr);
+  assert.ok(Date.now() - t0 < 30_000, `took ${Date.now() - t0} ms`);
+  assert.equal((await stat(back)).size, size);
+  assert.ok(await allocated(back) <= 2 * MiB, `sparse: ${await allocated(back)}`);
+  const vi = await tidemarkJson<Info>('disk', 'info', v, '--json');
+  assert.equal(vi.json.size, size);
+  assert.ok(vi.json.allocatedBytes < 256 * MiB, `sparse vhdx: ${vi.json.allocatedBytes}`);
+});
+
+test('compare: identical, first differing offset, size mismatch, --json', async (t) => {
+  const dir = await tempDir(t);
+  const a = join(dir, 'a');
+  const b = join(dir, 'b');
+  await makeRaw(a, 32 * MiB, [[MiB, 2 * MiB]]);
+  await copyFile(a, b);
+  const same = await tidemark('disk', 'compare', a, b);
+  assert.equal(same.status, 0);
+  assert.match(same.stdout, /identical/);
+  const off = MiB + 123_457;
+  const fh = await open(b, 'r+');
+  await fh.write(Buffer.from([0]), 0, 1, off); // pattern bytes are never 0
+  await fh.write(Buffer.from([7]), 0, 1, 20 * MiB);
+  await fh.close();
+  const diff = await tidemark('disk', 'compare', a, b);
+  assert.equal(diff.status, ExitCode.DIFFERENT);
+  assert.match(diff.stdout, new RegExp(`offset ${off}\\b`));
+  const j = await tidemarkJson<{ equal: boolean; firstDifference: number }>('disk', 'compare', a, b, '--json');
+  assert.deepEqual([j.status, j.json.equal, j.json.firstDifference], [ExitCode.DIFFERENT, false, off]);
+  // data in a hole of the other side
+  const c = join(dir, 'c');
+  await makeRaw(c, 32 * MiB, [[MiB, 2 * MiB], [30 * MiB + 5, 1]]);
+  const hj = await tidemarkJson<{ firstDifference: number }>('disk', 'compare', a, c, '--json');
+  assert.equal(hj.json.firstDifference, 30 * MiB + 5);
+  // different sizes with equal common content: the first byte only one has
+  const d = join(dir, 'd');
+  await makeRaw(d, 33 * MiB, [[MiB, 2 * MiB]]);
+  const sj = await tidemarkJson<{ equal: boolean; firstDifference: number }>('disk', 'compare', a, d, '--json');
+  assert.deepEqual([sj.status, sj.json.equal, sj.json.firstDifference], [ExitCode.DIFFERENT, false, 32 * MiB]);
+  assert.equal((await tidemark('disk', 'compare', a)).status, ExitCode.USAGE);
+  assert.equal((await tidemark('disk', 'compare', a, join(dir, 'zz'))).status, ExitCode.NOT_FOUND);
+});
+

@@ -1,0 +1,106 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFile, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ExitCode } from '../../src/errors.js';
+import { requireTools, run, tempDir } from '../helpers/tools.js';
+import { tidemark, tidemarkJson } from './cliHarness.js';
+import { makeRaw, pattern } from './fixtures.js';
+import { openDisk } from '../../src/disk/openDisk.js';
+import { RawFileDevice } from '../../src/blockdev/RawFileDevice.js';
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+const TiB = 1024 * GiB;
+
+interface Info {
+  format: string;
+  type: string;
+  size: number;
+  blockSize: number | null;
+  logicalSectorSize: number;
+  physicalSectorSize: number;
+  allocatedBytes: number;
+  diskId: string | null;
+  dataWriteGuid: string | null;
+  parentChain: string[];
+}
+
+/** The data runs of a file (SEEK_DATA/SEEK_HOLE via RawFileDevice). */
+async function dataExtents(path: string): Promise<Array<[number, number]>> {
+  const dev = await RawFileDevice.open(path, { readOnly: true });
+  try {
+    assert.ok(dev.capabilities.extents, 'extents supported here');
+    return (await dev.extents(0, dev.size)).filter((e) => e.type === 'data').map((e) => [e.offset, e.length]);
+  } finally {
+    await dev.close();
+  }
+}
+
+async function allocated(path: string): Promise<number> {
+  return (await stat(path)).blocks * 512;
+}
+
+test('resize: grow raw and VHDX, shrink needs --force', async (t) => {
+  const dir = await tempDir(t);
+  const v = join(dir, 'v.vhdx');
+  const r = join(dir, 'r.img');
+  assert.equal((await tidemark('disk', 'create', v, '--size', '64M')).status, 0);
+  await makeRaw(r, 64 * MiB, [[0, 4096]]);
+  for (const p of [v, r]) {
+    const g = await tidemarkJson<{ oldSize: number; newSize: number }>('disk', 'resize', p, '--size', '128M', '--json');
+    assert.equal(g.status, 0, g.stderr);
+    assert.deepEqual([g.json.oldSize, g.json.newSize], [64 * MiB, 128 * MiB]);
+    assert.equal((await tidemarkJson<Info>('disk', 'info', p, '--json')).json.size, 128 * MiB);
+    const s = await tidemark('disk', 'resize', p, '--size', '32M');
+    assert.equal(s.status, ExitCode.USAGE);
+    assert.match(s.stderr, /--force/);
+    assert.equal((await tidemarkJson<Info>('disk', 'info', p, '--json')).json.size, 128 * MiB, 'unchanged without --force');
+  }
+  const s = await tidemark('disk', 'resize', r, '--size', '32M', '--force');
+  assert.equal(s.status, 0, s.stderr);
+  assert.equal((await stat(r)).size, 32 * MiB);
+  assert.equal((await tidemark('disk', 'resize', r)).status, ExitCode.USAGE, '--size is required');
+  assert.equal((await tidemark('disk', 'resize', join(dir, 'none'), '--size', '1G')).status, ExitCode.NOT_FOUND);
+});
+
+test('create --parent makes a differencing disk; merge folds it into the parent', async (t) => {
+  const dir = await tempDir(t);
+  const base = join(dir, 'base.vhdx');
+  const child = join(dir, 'child.avhdx');
+  assert.equal((await tidemark('disk', 'create', base, '--size', '16M', '--block-size', '1M')).status, 0);
+  const pd = await openDisk(base);
+  await pd.write(0, pattern(3 * MiB, 1));
+  await pd.close();
+  const cc = await tidemarkJson<Info>('disk', 'create', child, '--parent', base, '--json');
+  assert.equal(cc.status, 0, cc.stderr);
+  assert.equal(cc.json.type, 'differencing');
+  assert.equal(cc.json.size, 16 * MiB);
+  assert.equal(cc.json.parentChain.length, 1);
+  assert.equal(await realOrSame(cc.json.parentChain[0]!), await realOrSame(base));
+  const cd = await openDisk(child);
+  await cd.write(MiB + 512, pattern(5000, 2));
+  await cd.write(10 * MiB, pattern(MiB, 3));
+  await cd.close();
+  const expected = join(dir, 'expected.img');
+  assert.equal((await tidemark('disk', 'convert', child, expected, '--format', 'raw')).status, 0, 'flattening convert');
+  assert.notEqual((await tidemark('disk', 'compare', base, expected)).status, 0);
+
+  const notDiff = await tidemark('disk', 'merge', base);
+  assert.equal(notDiff.status, ExitCode.USAGE);
+  assert.match(notDiff.stderr, /no parent/);
+  const m = await tidemark('disk', 'merge', child);
+  assert.equal(m.status, 0, m.stderr);
+  assert.match(m.stdout, /merged/);
+  const cmp = await tidemark('disk', 'compare', base, expected);
+  assert.equal(cmp.status, 0, cmp.stdout);
+  assert.equal((await tidemark('disk', 'merge', join(dir, 'none'))).status, ExitCode.NOT_FOUND);
+  const raw = join(dir, 'r');
+  await writeFile(raw, Buffer.alloc(4096));
+  assert.equal((await tidemark('disk', 'merge', raw)).status, ExitCode.USAGE);
+});
+
+async function realOrSame(p: string): Promise<string> {
+  const { realpath } = await import('node:fs/promises');
+  return realpath(p).catch(() => p);
+}

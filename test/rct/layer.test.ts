@@ -1,0 +1,89 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { MemoryDevice } from '../../src/blockdev/MemoryDevice.js';
+import { ClosedError } from '../../src/errors.js';
+import { enableTracking } from '../../src/rct/enableTracking.js';
+import { decodeMrt } from '../../src/rct/mrtCodec.js';
+import { openTracked } from '../../src/rct/trackingLayer.js';
+import { tempDir } from '../helpers/tools.js';
+import { keepOpen } from './rctTestKit.js';
+
+const MiB = 1024 * 1024;
+
+async function setup(t: import('node:test').TestContext, size = 16 * MiB) {
+  const dir = await tempDir(t, 'tidemark-rct-layer-');
+  const disk = join(dir, 'disk');
+  await writeFile(disk, '');
+  await enableTracking(disk, { blockSize: 4096, regionSize: MiB });
+  return { disk, mem: new MemoryDevice(size) };
+}
+
+test('a write in flight across a seal is reported on both sides of it', async (t) => {
+  const { disk, mem } = await setup(t);
+  let release!: () => void;
+  let entered!: () => void;
+  const inWrite = new Promise<void>((r) => (entered = r));
+  const slow = { ...keepOpen(mem), write: async (o: number, d: Uint8Array) => { entered(); await new Promise<void>((r) => (release = r)); return mem.write(o, d); } };
+  const dev = await openTracked(slow, disk, { persistIntervalMs: 0 });
+  const before = await dev.seal();
+  const w = dev.write(8192, Buffer.alloc(100, 1));
+  await inWrite;
+  const after = await dev.seal();
+  release();
+  await w;
+  assert.deepEqual(await dev.changes(before, after), [{ offset: 8192, length: 4096 }]);
+  assert.deepEqual(await dev.changes(after), [{ offset: 8192, length: 4096 }], 'the data landed after the seal');
+  await dev.close();
+});
+
+test('concurrent writes to one new region share one .mrt fsync; a marked region costs none', async (t) => {
+  const { disk, mem } = await setup(t);
+  const dev = await openTracked(keepOpen(mem), disk, { persistIntervalMs: 0 });
+  const seq = async () => decodeMrt(await readFile(`${disk}.mrt`), 'm').seq;
+  const s0 = await seq();
+  await Promise.all(Array.from({ length: 16 }, (_, i) => dev.write(3 * MiB + i * 4096, Buffer.alloc(4096, i))));
+  assert.equal(await seq(), s0 + 1, 'one mark for 16 concurrent writes to one region');
+  await dev.write(3 * MiB + 500_000, Buffer.alloc(10));
+  assert.equal(await seq(), s0 + 1, 'no mark for an already marked region');
+  await Promise.all([dev.write(5 * MiB, Buffer.alloc(10)), dev.zero(6 * MiB, MiB + 1), dev.trim(9 * MiB, 10)]);
+  assert.ok((await seq()) <= s0 + 3, 'marks for new regions are grouped');
+  const m = decodeMrt(await readFile(`${disk}.mrt`), 'm');
+  const marked = [...Array(16).keys()].filter((r) => m.bits[r >> 3]! & (1 << (r & 7)));
+  assert.deepEqual(marked, [3, 5, 6, 7, 9]);
+  await dev.close();
+  // clean close resets the table for the next epoch
+  const after = decodeMrt(await readFile(`${disk}.mrt`), 'm');
+  assert.ok(after.bits.every((b) => b === 0));
+});
+
+test('layer passes reads/extents through, rejects I/O after close, keeps the BlockDevice contract', async (t) => {
+  const { disk, mem } = await setup(t);
+  const dev = await openTracked(keepOpen(mem), disk, { persistIntervalMs: 0 });
+  await dev.write(100, Buffer.from('hello'));
+  assert.equal((await dev.read(100, 5)).toString(), 'hello');
+  assert.equal(dev.size, mem.size);
+  await assert.rejects(dev.write(mem.size - 1, Buffer.alloc(2)), /outside the device/);
+  await dev.close();
+  await dev.close(); // idempotent
+  await assert.rejects(dev.write(0, Buffer.alloc(1)), ClosedError);
+});
+
+test('status reports granularity, generation, live IDs; NBD ChangeSource view is clipped', async (t) => {
+  const { disk, mem } = await setup(t);
+  const dev = await openTracked(keepOpen(mem), disk, { persistIntervalMs: 0 });
+  const id = await dev.seal();
+  await dev.write(4096 * 10, Buffer.alloc(4096 * 3));
+  const st = dev.status();
+  assert.equal(st.blockSize, 4096);
+  assert.equal(st.regionSize, MiB);
+  assert.equal(st.generation, 2);
+  assert.deepEqual(st.liveIds!.map((x) => x.id), [id]);
+  assert.deepEqual(await dev.changesSince(id, 4096 * 11, 100), [{ offset: 4096 * 11, length: 100 }]);
+  assert.deepEqual(dev.changedIn(id, 0, 4096 * 10), []);
+  assert.equal(await dev.hasId(id), true);
+  assert.equal(await dev.hasId('rct:nope'), false);
+  assert.deepEqual(await dev.listIds(), [id]);
+  await dev.close();
+});

@@ -1,0 +1,63 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Backend } from '../../src/backend/Backend.js';
+import type { BlockDevice } from '../../src/blockdev/BlockDevice.js';
+import { Repository, type InitOptions } from '../../src/repo/Repository.js';
+
+/** Cheap scrypt for tests (the format stores the parameters; production uses N=2^15). */
+export const FAST_SCRYPT = { N: 1024, r: 8, p: 1 };
+
+export function initRepo(backend: Backend, opts: InitOptions = {}): Promise<Repository> {
+  return Repository.init(backend, { scrypt: FAST_SCRYPT, ...opts });
+}
+
+/** SHA-256 of a device's whole content, read in 1 MiB pieces, skipping holes. */
+export async function deviceHash(dev: BlockDevice, size = dev.size): Promise<string> {
+  const h = createHash('sha256');
+  const extents = await dev.extents(0, size);
+  const zero = Buffer.alloc(1 << 20);
+  for (const e of extents) {
+    for (let off = e.offset; off < e.offset + e.length; off += 1 << 20) {
+      const len = Math.min(1 << 20, e.offset + e.length - off);
+      h.update(e.type === 'data' ? await dev.read(off, len) : zero.subarray(0, len));
+    }
+  }
+  return h.digest('hex');
+}
+
+/** Total bytes and count of objects per type. */
+export async function usage(backend: Backend): Promise<Record<string, { count: number; bytes: number }>> {
+  const out: Record<string, { count: number; bytes: number }> = {};
+  for (const type of ['chunks', 'index', 'snapshots', 'locks', 'keys', 'config'] as const) {
+    let count = 0;
+    let bytes = 0;
+    for await (const name of backend.list(type)) {
+      count++;
+      bytes += (await backend.stat(type, name)).size;
+    }
+    out[type] = { count, bytes };
+  }
+  return out;
+}
+
+export async function objectNames(backend: Backend, type: 'chunks' | 'index' | 'snapshots'): Promise<Set<string>> {
+  const s = new Set<string>();
+  for await (const n of backend.list(type)) s.add(n);
+  return s;
+}
+
+/** A deterministic pseudo-random generator (xorshift32) so tests repeat. */
+export function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 0x100000000;
+  };
+}
+
+export function randomData(n: number): Buffer {
+  return randomBytes(n);
+}
