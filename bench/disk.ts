@@ -9,8 +9,9 @@
  *
  * Every output is flushed to disk by both sides (Tidemark fsyncs; qemu-img runs with -t writeback,
  * which flushes on close; cp is followed by sync). The image (TIDEMARK_BENCH_DISK_MIB, default 1024)
- * holds random data with a hole in every eighth 8 MiB stretch. Each figure is the best of
- * TIDEMARK_BENCH_RUNS (default 2) runs; the ratio is Tidemark's throughput over the peer's (> 1: faster).
+ * holds random data with a hole in every eighth 8 MiB stretch. Tidemark and the peer run alternately,
+ * TIDEMARK_BENCH_RUNS (default 2) times each, and each side's best run counts; the ratio is Tidemark's
+ * throughput over the peer's (> 1: Tidemark is faster).
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -31,16 +32,30 @@ function sh(cmd: string, args: string[]): void {
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
 }
 
-async function time(fn: () => Promise<void> | void, before?: () => Promise<void>): Promise<number> {
+/**
+ * Time Tidemark and its peer alternately (ours, peer, ours, peer, ...) so both see the same background
+ * load on a shared machine; each side's best run counts. `before*` run untimed (e.g. remove the output).
+ */
+async function pair(
+  ours: () => Promise<unknown> | void,
+  peer: () => Promise<unknown> | void,
+  beforeOurs?: () => Promise<void>,
+  beforePeer?: () => Promise<void>,
+): Promise<[number, number]> {
   const runs = Number(process.env.TIDEMARK_BENCH_RUNS ?? 2);
-  let best = Infinity;
-  for (let i = 0; i < runs; i++) {
+  let a = Infinity;
+  let b = Infinity;
+  const once = async (fn: () => Promise<unknown> | void, before?: () => Promise<void>) => {
     await before?.();
     const t0 = process.hrtime.bigint();
     await fn();
-    best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e9);
+    return Number(process.hrtime.bigint() - t0) / 1e9;
+  };
+  for (let i = 0; i < runs; i++) {
+    a = Math.min(a, await once(ours, beforeOurs));
+    b = Math.min(b, await once(peer, beforePeer));
   }
-  return best;
+  return [a, b];
 }
 
 /** One 8 MiB stretch in eight is a hole; the rest is random. Returns the bytes of data written. */
@@ -103,50 +118,70 @@ export async function run(): Promise<void> {
     // raw -> dynamic VHDX
     const tv = join(dir, 'tm.vhdx');
     const qv = join(dir, 'qemu.vhdx');
-    const oursToVhdx = await time(() => convertDisk(src, tv, { format: 'vhdx', type: 'dynamic', blockSize: 32 * MiB }).then(() => undefined), rmf(tv));
-    const qemuToVhdx = await time(() => sh('qemu-img', ['convert', '-t', 'writeback', '-f', 'raw', '-O', 'vhdx', '-o', 'subformat=dynamic,block_size=32M', src, qv]), rmf(qv));
+    const [oursToVhdx, qemuToVhdx] = await pair(
+      () => convertDisk(src, tv, { format: 'vhdx', type: 'dynamic', blockSize: 32 * MiB }),
+      () => sh('qemu-img', ['convert', '-t', 'writeback', '-f', 'raw', '-O', 'vhdx', '-o', 'subformat=dynamic,block_size=32M', src, qv]),
+      rmf(tv),
+      rmf(qv),
+    );
     row('convert raw -> dynamic vhdx', size, oursToVhdx, 'qemu-img convert', qemuToVhdx);
 
     // dynamic VHDX -> raw (both read the VHDX Tidemark wrote)
     const tr = join(dir, 'tm.raw');
     const qr = join(dir, 'qemu.raw');
-    const oursFromVhdx = await time(() => convertDisk(tv, tr, { format: 'raw' }).then(() => undefined), rmf(tr));
-    const qemuFromVhdx = await time(() => sh('qemu-img', ['convert', '-t', 'writeback', '-f', 'vhdx', '-O', 'raw', tv, qr]), rmf(qr));
+    const [oursFromVhdx, qemuFromVhdx] = await pair(
+      () => convertDisk(tv, tr, { format: 'raw' }),
+      () => sh('qemu-img', ['convert', '-t', 'writeback', '-f', 'vhdx', '-O', 'raw', tv, qr]),
+      rmf(tr),
+      rmf(qr),
+    );
     row('convert dynamic vhdx -> raw', size, oursFromVhdx, 'qemu-img convert', qemuFromVhdx);
+    await rmf(tr, qr)();
 
     // raw -> raw
     const tc = join(dir, 'tm-copy.raw');
     const cc = join(dir, 'cp-copy.raw');
-    const oursCopy = await time(() => convertDisk(src, tc, { format: 'raw' }).then(() => undefined), rmf(tc));
-    const cpCopy = await time(() => {
-      sh('cp', ['--sparse=always', src, cc]);
-      sh('sync', [cc]);
-    }, rmf(cc));
+    const [oursCopy, cpCopy] = await pair(
+      () => convertDisk(src, tc, { format: 'raw' }),
+      () => {
+        sh('cp', ['--sparse=always', src, cc]);
+        sh('sync', [cc]);
+      },
+      rmf(tc),
+      rmf(cc),
+    );
     row('convert raw -> raw', size, oursCopy, 'cp --sparse=always+sync', cpCopy);
+    await rmf(tc, cc)();
 
     // Device-level sequential read: VHDX against raw, same content.
-    const vhdxRead = await time(async () => {
-      const d = await openDisk(tv, { readOnly: true });
-      try { await readAll(d); } finally { await d.close(); }
-    });
-    const rawRead = await time(async () => {
-      const d = await openDisk(src, { readOnly: true });
-      try { await readAll(d); } finally { await d.close(); }
-    });
+    const [vhdxRead, rawRead] = await pair(
+      async () => {
+        const d = await openDisk(tv, { readOnly: true });
+        try { await readAll(d); } finally { await d.close(); }
+      },
+      async () => {
+        const d = await openDisk(src, { readOnly: true });
+        try { await readAll(d); } finally { await d.close(); }
+      },
+    );
     row('sequential read, VhdxDevice', size, vhdxRead, 'RawFileDevice', rawRead);
 
     // Device-level sequential write into a new disk.
     const pattern = randomBytes(CHUNK);
     const wv = join(dir, 'w.vhdx');
     const wr = join(dir, 'w.raw');
-    const vhdxWrite = await time(async () => {
-      const d = await VhdxDevice.create(wv, { size, type: 'dynamic', blockSize: 32 * MiB });
-      try { await writeAll(d, pattern); } finally { await d.close(); }
-    }, rmf(wv));
-    const rawWrite = await time(async () => {
-      const d = await RawFileDevice.create(wr, size);
-      try { await writeAll(d, pattern); } finally { await d.close(); }
-    }, rmf(wr));
+    const [vhdxWrite, rawWrite] = await pair(
+      async () => {
+        const d = await VhdxDevice.create(wv, { size, type: 'dynamic', blockSize: 32 * MiB });
+        try { await writeAll(d, pattern); } finally { await d.close(); }
+      },
+      async () => {
+        const d = await RawFileDevice.create(wr, size);
+        try { await writeAll(d, pattern); } finally { await d.close(); }
+      },
+      rmf(wv),
+      rmf(wr),
+    );
     row('sequential write, VhdxDevice', size, vhdxWrite, 'RawFileDevice', rawWrite);
   } finally {
     await rm(dir, { recursive: true, force: true });

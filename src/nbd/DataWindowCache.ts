@@ -11,9 +11,15 @@
  *
  * One cache per export, shared by all its connections (they share the device).
  */
+import type { Extent } from '../blockdev/BlockDevice.js';
+
 export class DataWindowCache {
   private readonly windows = new Set<number>();
   private generation = 0;
+  /** Lookups in flight by span start: concurrent reads of one window share one extents call. */
+  private readonly pending = new Map<number, { since: number; p: Promise<Extent[]> }>();
+  /** Counts completed writes: a lookup that began before a write completed must not answer later reads. */
+  private writes = 0;
 
   constructor(readonly windowSize = 4 * 1024 * 1024) {}
 
@@ -31,6 +37,37 @@ export class DataWindowCache {
     const start = Math.floor(offset / this.windowSize) * this.windowSize;
     const end = Math.min(size, Math.ceil((offset + length) / this.windowSize) * this.windowSize);
     return { offset: start, length: end - start };
+  }
+
+  /**
+   * The extents of the window-aligned span around [offset, offset+length), from `lookup` (called at most
+   * once at a time per span); records the span as all data when it is. The result covers the span.
+   */
+  async spanExtents(offset: number, length: number, size: number, lookup: (offset: number, length: number) => Promise<Extent[]>): Promise<Extent[]> {
+    const span = this.span(offset, length, size);
+    const key = span.offset * 2 + (span.length === this.windowSize ? 0 : 1);
+    const shared = this.pending.get(key);
+    // Join a lookup only if no write or zero completed since it began: otherwise it may predate data the
+    // client has already been told is written.
+    if (shared && shared.since === this.writes + this.generation) return shared.p;
+    const token = this.token();
+    const since = this.writes + this.generation;
+    const p = lookup(span.offset, span.length).then((ext) => {
+      if (ext.length === 1 && ext[0]!.type === 'data') this.store(token, span.offset, span.length, size);
+      return ext;
+    });
+    const entry = { since, p };
+    const done = (): void => {
+      if (this.pending.get(key) === entry) this.pending.delete(key);
+    };
+    p.then(done, done);
+    this.pending.set(key, entry);
+    return p;
+  }
+
+  /** Call when a write completes (before it is answered). */
+  writeDone(): void {
+    this.writes++;
   }
 
   /** Take a token before an extents lookup; pass it to `store` with the result. */

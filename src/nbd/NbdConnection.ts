@@ -17,6 +17,7 @@ import * as tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { BlockDevice } from '../blockdev/BlockDevice.js';
 import { allocationDescriptors, changeDescriptors } from './blockStatus.js';
+import type { BufferPool } from './BufferPool.js';
 import type { DataWindowCache } from './DataWindowCache.js';
 import type { ChangeSource } from './ChangeSource.js';
 import { Handshake, type HandshakeAction, type HandshakeConfig, type SelectedContext } from './Handshake.js';
@@ -75,7 +76,18 @@ export interface ConnectionOptions {
   handshakeTimeoutMs: number;
   /** Pause reading when in-flight request bytes plus queued reply bytes exceed this (default 64 MiB). */
   maxInflightBytes: number;
+  /** Recycled READ buffers (for devices offering `readInto`). */
+  pool: BufferPool;
   log: (line: string) => void;
+}
+
+/**
+ * Optional fast path a device may offer (VhdxDevice does): read into a caller's buffer. With it, READ
+ * replies use recycled buffers instead of fresh allocations.
+ */
+type ReadIntoDevice = BlockDevice & { readInto(out: Buffer, outOff: number, offset: number, length: number): Promise<void> };
+function canReadInto(d: BlockDevice): d is ReadIntoDevice {
+  return typeof (d as Partial<ReadIntoDevice>).readInto === 'function';
 }
 
 /** Only these flags are valid per command (FUA is valid on every command once SEND_FUA is advertised). */
@@ -114,6 +126,8 @@ export class NbdConnection {
   private stopReading = false;
   private corked = false;
   private idleWaiters: Array<() => void> = [];
+  /** Reply views handed to the socket -> the pooled buffer to give back once written. */
+  private readonly pooled = new WeakMap<Buffer, Buffer>();
   private closedResolve!: () => void;
   /** Resolves when the socket is closed and no request is still running on the device. */
   readonly closed: Promise<void>;
@@ -356,7 +370,10 @@ export class NbdConnection {
         if (exp.readOnly) throw new RequestError(NBD_EPERM, 'export is read-only');
         if (!inRange) throw new RequestError(NBD_ENOSPC, `WRITE [${h.offset}, +${h.length}) is beyond the export size ${dev.size}`);
         if (h.length === 0) return Promise.resolve(this.ok(h));
-        return dev.write(h.offset, payload!, { fua }).then(() => this.ok(h));
+        return dev.write(h.offset, payload!, { fua }).then(() => {
+          exp.dataCache.writeDone();
+          return this.ok(h);
+        });
       case CMD_FLUSH:
         return dev.flush().then(() => this.ok(h));
       case CMD_TRIM:
@@ -383,7 +400,7 @@ export class NbdConnection {
 
   private async readSimple(h: RequestHeader): Promise<Buffer[]> {
     if (h.length === 0) return [encodeSimpleReply(0, h.handle)];
-    const data = await this.exp!.device.read(h.offset, h.length);
+    const data = await this.readData(h.offset, h.length);
     return [encodeSimpleReply(0, h.handle), data];
   }
 
@@ -407,22 +424,17 @@ export class NbdConnection {
     const exp = this.exp!;
     const dev = exp.device;
     if (h.length === 0) return [encodeNoneChunk(h.handle)];
-    const whole = async (): Promise<Buffer[]> => [encodeOffsetDataHeader(true, h.handle, h.offset, h.length), await dev.read(h.offset, h.length)];
+    const whole = async (): Promise<Buffer[]> => [encodeOffsetDataHeader(true, h.handle, h.offset, h.length), await this.readData(h.offset, h.length)];
     if ((h.flags & CMD_FLAG_DF) || !dev.capabilities.extents || exp.dataCache.isAllData(h.offset, h.length)) return whole();
-    const span = exp.dataCache.span(h.offset, h.length, dev.size);
-    const token = exp.dataCache.token();
-    const spanExtents = await dev.extents(span.offset, span.length);
-    if (spanExtents.length === 1 && spanExtents[0]!.type === 'data') {
-      exp.dataCache.store(token, span.offset, span.length, dev.size);
-      return whole();
-    }
+    const spanExtents = await exp.dataCache.spanExtents(h.offset, h.length, dev.size, (o, l) => dev.extents(o, l));
+    if (spanExtents.length === 1 && spanExtents[0]!.type === 'data') return whole();
     const end = h.offset + h.length;
     const extents = spanExtents
       .filter((e) => e.offset < end && e.offset + e.length > h.offset)
       .map((e) => ({ type: e.type, offset: Math.max(e.offset, h.offset), length: Math.min(e.offset + e.length, end) - Math.max(e.offset, h.offset) }));
     if (extents.length > MAX_READ_CHUNKS || (extents.length === 1 && extents[0]!.type === 'data')) return whole();
     const parts = await Promise.all(
-      extents.map(async (e) => (e.type === 'data' ? { e, data: await dev.read(e.offset, e.length) } : { e, data: null })),
+      extents.map(async (e) => (e.type === 'data' ? { e, data: await this.readData(e.offset, e.length) } : { e, data: null })),
     );
     const out: Buffer[] = [];
     parts.forEach(({ e, data }, i) => {
@@ -431,6 +443,22 @@ export class NbdConnection {
       else out.push(encodeOffsetHole(done, h.handle, e.offset, e.length));
     });
     return out;
+  }
+
+  /** Read through the device, into a recycled buffer when the device allows it. */
+  private async readData(offset: number, length: number): Promise<Buffer> {
+    const dev = this.exp!.device;
+    if (!canReadInto(dev)) return dev.read(offset, length);
+    const base = this.opts.pool.take(length);
+    try {
+      await dev.readInto(base, 0, offset, length);
+    } catch (err) {
+      this.opts.pool.give(base);
+      throw err;
+    }
+    const view = base.subarray(0, length);
+    this.pooled.set(view, base);
+    return view;
   }
 
   private async blockStatus(h: RequestHeader): Promise<Buffer[]> {
@@ -465,13 +493,23 @@ export class NbdConnection {
 
   private send(bufs: Buffer[]): void {
     const s = this.sock;
-    if (s.destroyed || !s.writable) return;
+    if (s.destroyed || !s.writable) {
+      for (const b of bufs) {
+        const base = this.pooled.get(b);
+        if (base) this.opts.pool.give(base);
+      }
+      return;
+    }
     if (!this.corked) {
       this.corked = true;
       s.cork();
       process.nextTick(() => this.uncork());
     }
-    for (const b of bufs) s.write(b);
+    for (const b of bufs) {
+      const base = this.pooled.get(b);
+      if (base) s.write(b, () => this.opts.pool.give(base));
+      else s.write(b);
+    }
   }
 
   private uncork(): void {

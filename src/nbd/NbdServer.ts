@@ -9,6 +9,7 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { BlockDevice } from '../blockdev/BlockDevice.js';
 import type { ChangeSource } from './ChangeSource.js';
+import { BufferPool } from './BufferPool.js';
 import { DataWindowCache } from './DataWindowCache.js';
 import { NbdConfigError } from './errors.js';
 import type { HandshakeExport, TlsMode } from './Handshake.js';
@@ -63,6 +64,7 @@ export class NbdServer {
   private readonly secureContext: tls.SecureContext | undefined;
   private readonly tlsMode: TlsMode;
   private readonly connections = new Set<NbdConnection>();
+  private readonly pool = new BufferPool();
   private server: net.Server | null = null;
   private closing: Promise<void> | null = null;
 
@@ -140,6 +142,7 @@ export class NbdServer {
       secureContext: this.secureContext,
       handshakeTimeoutMs: this.opts.handshakeTimeoutMs ?? 30_000,
       maxInflightBytes: this.opts.maxInflightBytes ?? 64 * 1024 * 1024,
+      pool: this.pool,
       log: (l) => this.log(l),
     });
     this.connections.add(conn);

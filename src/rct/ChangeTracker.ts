@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import type { BlockDevice } from '../blockdev/BlockDevice.js';
-import { CorruptError } from '../errors.js';
+import { ClosedError, CorruptError } from '../errors.js';
 import { atomicWriteFile } from './atomicWriteFile.js';
-import { DEFAULT_BLOCK_SIZE, DEFAULT_PERSIST_INTERVAL_MS, LEASE_MARGIN_MS, LEASE_MS, autoRegionSize } from './constants.js';
+import { DEFAULT_BLOCK_SIZE, DEFAULT_PERSIST_INTERVAL_MS, FLUSH_PERSIST_MIN_MS, LEASE_MARGIN_MS, LEASE_MS, autoRegionSize } from './constants.js';
 import { TrackingNotEnabledError } from './errors.js';
 import { fileFingerprint, parseFingerprint } from './fileFingerprint.js';
 import { GenerationStore } from './GenerationStore.js';
@@ -86,6 +86,7 @@ export class ChangeTracker {
   private persistSeq: number;
   private createdAt: number;
   private durableLease = 0;
+  private lastPersistAt = 0;
   private dirty = false;
   private needsMrtReset: boolean;
   private timer: NodeJS.Timeout | null = null;
@@ -197,6 +198,7 @@ export class ChangeTracker {
 
   /** Seal the current generation; resolves with the new ID once it is durable. */
   async seal(): Promise<string> {
+    if (this.closed) throw new ClosedError(`change tracker of ${this.diskPath}`);
     const id = this.store.seal(randomBytes(8).toString('hex'), this.now());
     this.dirty = true;
     try {
@@ -210,6 +212,7 @@ export class ChangeTracker {
 
   /** Forget an ID (its span merges into the previous ID's); durable when this resolves. */
   async drop(id: string): Promise<void> {
+    if (this.closed) throw new ClosedError(`change tracker of ${this.diskPath}`);
     this.store.drop(id);
     this.dirty = true;
     await this.persist();
@@ -240,9 +243,13 @@ export class ChangeTracker {
     };
   }
 
-  /** Persist the fine bits if they changed (called at flush). */
+  /**
+   * Persist the fine bits if they changed (called at flush), at most once per FLUSH_PERSIST_MIN_MS:
+   * guests flush often and a persist rewrites the whole .rct. Correctness never depends on it (the .mrt
+   * covers unpersisted bits); it only keeps crash answers fine-grained.
+   */
   async flush(): Promise<void> {
-    if (this.dirty) await this.persist();
+    if (this.dirty && this.now() - this.lastPersistAt >= FLUSH_PERSIST_MIN_MS) await this.persist();
   }
 
   /**
@@ -333,6 +340,7 @@ export class ChangeTracker {
       throw err;
     }
     this.durableLease = lease;
+    this.lastPersistAt = this.now();
     if (this.mode === 'meta' && this.needsMrtReset) {
       const m = await MrtFile.create(this.mrtPath, s.tracker, this.regionSize, Math.max(1, Math.ceil(s.diskSize / this.regionSize)), this.persistSeq * 2);
       await m.close();

@@ -48,3 +48,5 @@ export const LEASE_MS = 60_000;
 export const LEASE_MARGIN_MS = 20_000;
 /** Default period of the background .rct persist (only when bits changed). */
 export const DEFAULT_PERSIST_INTERVAL_MS = 10_000;
+/** A flush persists the .rct (when bits changed) at most this often. */
+export const FLUSH_PERSIST_MIN_MS = 1_000;

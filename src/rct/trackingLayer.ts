@@ -120,9 +120,16 @@ class TrackingDevice implements TrackedDevice {
         await this.tracker.abandon();
         return;
       }
-      await this.next.flush();
-      const after = this.next.identity ? (await this.next.identity()).current : null;
-      await this.next.close();
+      let after: string | null;
+      try {
+        await this.next.flush();
+        after = this.next.identity ? (await this.next.identity()).current : null;
+        await this.next.close();
+      } catch (err) {
+        // Not a clean close: leave the state as a crash would (the .mrt still covers every write).
+        await this.tracker.abandon();
+        throw err;
+      }
       await this.tracker.closeClean(after);
     })();
     return this.closing;

@@ -140,21 +140,24 @@ export class Repository {
     if (!kind) throw new TypeError(`putObject: ${type} objects are not enveloped`);
     const name = this.digest(plain);
     if (this.known.has(name)) return { name, written: 0 };
-    let p = this.inflight.get(`${type}/${name}`);
-    if (!p) {
-      p = (async () => {
-        if (await this.backend.has(type, name)) return 0;
-        const bytes = encodeObject(kind, plain, { keys: this.keys, zstdLevel: this.zstdLevel });
-        return (await this.backend.put(type, name, bytes)) ? bytes.length : 0;
-      })();
-      this.inflight.set(`${type}/${name}`, p);
+    const key = `${type}/${name}`;
+    const pending = this.inflight.get(key);
+    if (pending) {
+      await pending; // someone else is storing the same object: it is theirs to count
+      return { name, written: 0 };
     }
+    const p = (async () => {
+      if (await this.backend.has(type, name)) return 0;
+      const bytes = encodeObject(kind, plain, { keys: this.keys, zstdLevel: this.zstdLevel });
+      return (await this.backend.put(type, name, bytes)) ? bytes.length : 0;
+    })();
+    this.inflight.set(key, p);
     try {
       const written = await p;
       if (type === 'chunks' || type === 'index') this.remember(name);
       return { name, written };
     } finally {
-      this.inflight.delete(`${type}/${name}`);
+      this.inflight.delete(key);
     }
   }
 

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -7,33 +6,13 @@ import { fileURLToPath } from 'node:url';
 import { DiskLock } from '../../src/blockdev/DiskLock.js';
 import { InUseError } from '../../src/errors.js';
 import { tempDir } from '../helpers/tools.js';
+import { exited, startChild, type Child } from '../native/childProcess.js';
 
 const HOLDER = fileURLToPath(new URL('./fixtures/holdDiskLock.js', import.meta.url));
 
-interface Child {
-  proc: ChildProcess;
-  line: string;
-}
-
-/** Run the holder child until it reports; returns its first line ("locked <pid>" or "in-use ..."). */
-async function child(t: TestContext, disk: string, mode: 'exclusive' | 'shared', holder: string): Promise<Child> {
-  const proc = spawn(process.execPath, [HOLDER, disk, mode, holder], { stdio: ['pipe', 'pipe', 'inherit'] });
-  t.after(() => {
-    if (proc.exitCode === null) proc.kill('SIGKILL');
-  });
-  const line = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    proc.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('\n')) resolve(out.trim());
-    });
-    proc.once('exit', (code) => (out.includes('\n') ? resolve(out.trim()) : reject(new Error(`holder exited ${code}: ${out}`))));
-  });
-  return { proc, line };
-}
-
-function exited(proc: ChildProcess): Promise<void> {
-  return proc.exitCode !== null ? Promise.resolve() : new Promise((r) => proc.once('exit', () => r()));
+/** Run the holder child; its first line is "locked <pid>" or "in-use <message>". */
+function child(t: TestContext, disk: string, mode: 'exclusive' | 'shared', holder: string): Promise<Child> {
+  return startChild(t, HOLDER, [disk, mode, holder]);
 }
 
 test('DiskLock: an exclusive holder in another process is named in InUseError; a dead holder leaves no lock', async (t) => {

@@ -44,8 +44,8 @@ async function allocated(path: string): Promise<number> {
 test('convert raw -> vhdx -> raw: bit-exact and sparse; dst replaced atomically', async (t) => {
   const dir = await tempDir(t);
   const src = join(dir, 'src.img');
-  const size = 100 * MiB + 12 * 1024;
-  await makeRaw(src, size, [[0, 4096], [3 * MiB + 512, 70_000], [40 * MiB, 9 * MiB], [size - 8192, 8192]]);
+  const size = 48 * MiB + 12 * 1024;
+  await makeRaw(src, size, [[0, 4096], [3 * MiB + 512, 70_000], [20 * MiB, 9 * MiB], [size - 8192, 8192]]);
   const v = join(dir, 'mid.vhdx');
   const back = join(dir, 'back.img');
   const c1 = await tidemarkJson<{ written: number }>('disk', 'convert', src, v, '--block-size', '1M', '--json');

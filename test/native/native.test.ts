@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdir, open, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { allocate, ficlone, ficloneRange, flock, isNotSupported, nativeAvailable, punchHole, seekData, seekHole, zeroRange, type NativeErrnoError } from '../../src/native/native.js';
 import { hasTool, run, tempDir } from '../helpers/tools.js';
+import { exited, startChild } from './childProcess.js';
+import { mountXfs, xfsSkipReason } from './xfsMount.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -122,24 +124,9 @@ test('ficlone on a filesystem without reflink is a typed not-supported error', a
 });
 
 test('ficlone / ficloneRange share extents on a loop-mounted XFS', async (t) => {
-  const why = xfsUnavailable();
-  if (why) {
-    if (process.env.CI === 'true') throw new Error(`XFS reflink test cannot run in CI: ${why}`);
-    return t.skip(why);
-  }
-  const dir = await tempDir(t);
-  const img = join(dir, 'xfs.img');
-  const mnt = join(dir, 'mnt');
-  await mkdir(mnt);
-  await writeFile(img, '');
-  run('truncate', ['-s', '320M', img]);
-  run('mkfs.xfs', ['-q', '-m', 'reflink=1', img]);
-  const mounted = run('mount', ['-o', 'loop', img, mnt], { allowFail: true });
-  if (mounted.status !== 0) {
-    if (process.env.CI === 'true') throw new Error(`mount -o loop failed in CI: ${mounted.stderr}`);
-    return t.skip(`mount -o loop not permitted here: ${mounted.stderr.trim()}`);
-  }
-  // Unmount in this test's own finally: tempDir's cleanup must not run while the mount is live.
+  const xfs = mountXfs();
+  if ('why' in xfs) return t.skip(xfsSkipReason(xfs.why));
+  const mnt = xfs.mnt;
   const handles: FileHandle[] = [];
   try {
     for (const name of ['src', 'dest', 'part']) handles.push(await open(join(mnt, name), 'w+'));
@@ -167,36 +154,15 @@ test('ficlone / ficloneRange share extents on a loop-mounted XFS', async (t) => 
     await assert.rejects(ficloneRange(part.fd, src.fd, 100, 4096, 0), errnoError(['EINVAL'], 'ioctl(FICLONERANGE)'), 'unaligned ranges are EINVAL');
   } finally {
     await Promise.all(handles.map((h) => h.close()));
-    run('umount', [mnt]);
+    xfs.unmount();
   }
 });
 
-function xfsUnavailable(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root to mount a loop device';
-  for (const tool of ['mkfs.xfs', 'mount', 'umount', 'truncate']) if (!hasTool(tool)) return `missing ${tool}`;
-  return undefined;
-}
-
 /** Start the holder child and wait for it to report the lock taken. */
 async function holdInChild(t: TestContext, path: string, mode: 'exclusive' | 'shared'): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [HOLDER, path, mode], { stdio: ['pipe', 'pipe', 'inherit'] });
-  t.after(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  const line = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('\n')) resolve(out.trim());
-    });
-    child.once('exit', (code) => reject(new Error(`holder exited ${code} before locking: ${out}`)));
-  });
-  assert.equal(line, `locked ${child.pid}`);
-  return child;
-}
-
-function exited(child: ChildProcess): Promise<void> {
-  return child.exitCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', () => r()));
+  const { proc, line } = await startChild(t, HOLDER, [path, mode]);
+  assert.equal(line, `locked ${proc.pid}`);
+  return proc;
 }
 
 test('flock: contention with another process, release on exit, waiting', async (t) => {

@@ -1,7 +1,7 @@
 /**
  * Child process of the crash test: opens a raw disk with tracking and writes, zeroes, trims, flushes,
- * seals and drops at random, 4 requests at a time, until it is SIGKILLed. Prints "ready" once the
- * tracking epoch has begun. argv: <disk> <hotRegionSize>
+ * seals and drops at random, 4 requests at a time, until it is SIGKILLed. Waits for "go" on stdin,
+ * prints "ready" once the tracking epoch has begun. argv: <disk> <hotRegionSize>
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import { RawFileDevice } from '../../src/blockdev/RawFileDevice.js';
@@ -9,6 +9,8 @@ import { fileFingerprint } from '../../src/rct/fileFingerprint.js';
 import { openTracked } from '../../src/rct/trackingLayer.js';
 
 const [disk, hot] = process.argv.slice(2) as [string, string];
+// Started ahead of time (module loading overlaps the parent's work); open the disk on "go".
+await new Promise<void>((res) => process.stdin.on('data', (d: Buffer) => d.toString().includes('go') && res()));
 const fingerprintBeforeOpen = await fileFingerprint(disk);
 const raw = await RawFileDevice.open(disk);
 const dev = await openTracked(raw, disk, { persistIntervalMs: 20, fingerprintBeforeOpen });

@@ -32,20 +32,36 @@ function covered(ranges: Range[], offset: number, length: number): boolean {
   return false;
 }
 
-/** Run a child that writes through the tracking layer and SIGKILL it at a random moment. */
-async function crashChild(disk: string, hotSize: number, maxMs: number): Promise<void> {
-  const child = spawn(process.execPath, [CHILD, disk, String(hotSize)], { stdio: ['ignore', 'pipe', 'pipe'] });
+interface Child {
+  /** Let it open the disk; resolves when its tracking epoch has begun. */
+  go(): Promise<void>;
+  /** SIGKILL it after a random delay up to maxMs; resolves when it is dead. */
+  crash(maxMs: number): Promise<void>;
+}
+
+/** Start a child that writes through the tracking layer once told to go (module loading happens now). */
+function startChild(disk: string, hotSize: number): Child {
+  const child = spawn(process.execPath, [CHILD, disk, String(hotSize)], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => child.on('exit', (code, signal) => res({ code, signal })));
-  await new Promise<void>((res, rej) => {
+  const ready = new Promise<void>((res, rej) => {
     child.stdout.on('data', (d: Buffer) => d.toString().includes('ready') && res());
-    void exited.then(({ code }) => rej(new Error(`crash child exited (${code}) before it was ready: ${stderr}`)));
+    void exited.then(({ code, signal }) => rej(new Error(`crash child exited (${code ?? signal}) before it was ready: ${stderr}`)));
   });
-  await new Promise((r) => setTimeout(r, randomInt(1, maxMs)));
-  child.kill('SIGKILL');
-  const { signal } = await exited;
-  if (signal !== 'SIGKILL') throw new Error(`crash child ended by itself (not SIGKILL): ${stderr}`);
+  ready.catch(() => undefined);
+  return {
+    go() {
+      child.stdin.write('go\n');
+      return ready;
+    },
+    async crash(maxMs) {
+      await new Promise((r) => setTimeout(r, randomInt(1, maxMs)));
+      child.kill('SIGKILL');
+      const { signal } = await exited;
+      if (signal !== 'SIGKILL') throw new Error(`crash child ended by itself (not SIGKILL): ${stderr}`);
+    },
+  };
 }
 
 /**
@@ -85,7 +101,9 @@ export async function runCrashRounds(dir: string, rounds: number, opts: { size?:
     return { reported: ranges.reduce((n, r) => n + r.length, 0), changed };
   };
 
+  let next = startChild(disk, regionSize * 2);
   for (let round = 0; round < rounds; round++) {
+    const child = next;
     dev = await open();
     const prev = (await dev.listIds()).filter((x) => x !== firstId);
     for (const x of prev) await dev.drop(x);
@@ -93,7 +111,9 @@ export async function runCrashRounds(dir: string, rounds: number, opts: { size?:
     const shadow = await dev.read(0, size);
     await dev.close();
 
-    await crashChild(disk, regionSize * 2, opts.maxMs ?? 150);
+    await child.go();
+    await child.crash(opts.maxMs ?? 150);
+    if (round + 1 < rounds) next = startChild(disk, regionSize * 2);
 
     dev = await open();
     assert.equal(dev.status().verdict, 'recovered', `round ${round}: tracking must survive a crash (got ${dev.status().verdict})`);

@@ -137,14 +137,16 @@ test('a raw file disk: guest writes are visible on the host; a failing script is
   assert.equal(data[1536 + 17], 0xee);
 });
 
-test('a guest that does not power off is killed at the timeout with its console tail', { timeout: 180_000 }, async (t) => {
+test('a guest that does not power off is killed at the timeout', { timeout: 180_000 }, async (t) => {
   if (!requireTools(t, 'qemu-system-x86_64')) return;
+  // The timeout fires while the guest is still booting or in the script: either way QEMU must die
+  // promptly and the error must say what happened.
   const started = Date.now();
   await assert.rejects(
-    bootGuest({ disks: [], script: 'echo about-to-hang; sleep 600', timeoutMs: 15_000 }),
-    (err: unknown) => err instanceof VmError && /within 15000 ms/.test(err.message) && /about-to-hang/.test(err.message),
+    bootGuest({ disks: [], script: 'echo about-to-hang; sleep 600', timeoutMs: 3000 }),
+    (err: unknown) => err instanceof VmError && /did not power off within 3000 ms \(QEMU killed\)\. Console tail:/.test(err.message),
   );
-  assert.ok(Date.now() - started < 60_000);
+  assert.ok(Date.now() - started < 30_000);
 });
 
 test('QEMU failing before the script (no NBD server) rejects with its stderr', { timeout: 60_000 }, async (t) => {
