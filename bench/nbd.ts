@@ -69,17 +69,6 @@ async function fillImage(path: string, size: number): Promise<void> {
   }
 }
 
-/** Best (smallest) wall time in seconds of `repeat` runs. */
-async function best(repeat: number, f: () => Promise<void>): Promise<number> {
-  let min = Infinity;
-  for (let i = 0; i < repeat; i++) {
-    const t0 = process.hrtime.bigint();
-    await f();
-    min = Math.min(min, Number(process.hrtime.bigint() - t0) / 1e9);
-  }
-  return min;
-}
-
 /**
  * Random 4 KiB I/O at a fixed queue depth for `seconds`; returns operations per second. A minimal client:
  * simple replies only (no structured-reply negotiation), so every READ reply is header + 4096 bytes.
@@ -152,16 +141,34 @@ interface Figures {
   randWrite: number;
 }
 
-async function measure(url: string, socketPath: string, name: string, src: string, size: number, repeat: number): Promise<Figures> {
-  const seqRead = await best(repeat, () => sh('nbdcopy', ['--connections=1', url, 'null:']).then(() => undefined));
-  const seqWrite = await best(repeat, () => sh('nbdcopy', ['--connections=1', src, url]).then(() => undefined));
-  let randRead = 0;
-  let randWrite = 0;
+interface Target {
+  label: string;
+  socket: string;
+  f: Figures;
+}
+
+/**
+ * Round-robin: each repetition runs every metric on every server back to back, so a burst of load on the
+ * shared machine hits all of them alike; each figure is the best seen.
+ */
+async function measureAll(targets: Target[], src: string, size: number, repeat: number): Promise<void> {
+  const time = async (f: () => Promise<unknown>): Promise<number> => {
+    const t0 = process.hrtime.bigint();
+    await f();
+    return Number(process.hrtime.bigint() - t0) / 1e9;
+  };
   for (let i = 0; i < repeat; i++) {
-    randRead = Math.max(randRead, await randomIo(socketPath, name, size, false, 1.5));
-    randWrite = Math.max(randWrite, await randomIo(socketPath, name, size, true, 1.5));
+    for (const t of targets) {
+      const url = `nbd+unix:///disk?socket=${t.socket}`;
+      t.f.seqRead = Math.max(t.f.seqRead, size / MiB / (await time(() => sh('nbdcopy', ['--connections=1', url, 'null:']))));
+    }
+    for (const t of targets) {
+      const url = `nbd+unix:///disk?socket=${t.socket}`;
+      t.f.seqWrite = Math.max(t.f.seqWrite, size / MiB / (await time(() => sh('nbdcopy', ['--connections=1', src, url]))));
+    }
+    for (const t of targets) t.f.randRead = Math.max(t.f.randRead, await randomIo(t.socket, 'disk', size, false, 1.5));
+    for (const t of targets) t.f.randWrite = Math.max(t.f.randWrite, await randomIo(t.socket, 'disk', size, true, 1.5));
   }
-  return { seqRead: size / MiB / seqRead, seqWrite: size / MiB / seqWrite, randRead, randWrite };
 }
 
 export async function run(): Promise<void> {
@@ -176,36 +183,35 @@ export async function run(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'tidemark-bench-nbd-'));
   const children: ChildProcess[] = [];
   try {
-    const ours = join(dir, 'tidemark.raw');
-    const theirs = join(dir, 'qemu.raw');
+    const qemuImg = join(dir, 'qemu.raw');
+    const plainImg = join(dir, 'plain.raw');
+    const trackedImg = join(dir, 'tracked.raw');
     const src = join(dir, 'source.raw');
-    await fillImage(ours, size);
-    await copyFile(ours, theirs);
+    await fillImage(qemuImg, size);
+    await copyFile(qemuImg, plainImg);
+    await copyFile(qemuImg, trackedImg);
     await fillImage(src, size);
+    await sh(process.execPath, [MAIN, 'rct', 'enable', trackedImg]);
 
-    const qsock = join(dir, 'q.sock');
-    const q = spawn('qemu-nbd', ['-f', 'raw', '-x', 'disk', `--socket=${qsock}`, '--persistent', '--shared=16', theirs], { stdio: 'ignore' });
-    children.push(q);
-    await waitForSocket(qsock, q);
-    const qemu = await measure(`nbd+unix:///disk?socket=${qsock}`, qsock, 'disk', src, size, repeat);
+    const zero = (): Figures => ({ seqRead: 0, seqWrite: 0, randRead: 0, randWrite: 0 });
+    const targets: Target[] = [
+      { label: 'qemu-nbd', socket: join(dir, 'q.sock'), f: zero() },
+      { label: 'tidemark (tracking off)', socket: join(dir, 'plain.sock'), f: zero() },
+      { label: 'tidemark (tracking on)', socket: join(dir, 'tracked.sock'), f: zero() },
+    ];
+    children.push(spawn('qemu-nbd', ['-f', 'raw', '-x', 'disk', `--socket=${targets[0]!.socket}`, '--persistent', '--shared=16', qemuImg], { stdio: 'ignore' }));
+    children.push(spawn(process.execPath, [MAIN, 'serve', plainImg, '--name', 'disk', '--socket', targets[1]!.socket], { stdio: 'ignore' }));
+    children.push(spawn(process.execPath, [MAIN, 'serve', trackedImg, '--name', 'disk', '--socket', targets[2]!.socket], { stdio: 'ignore' }));
+    for (let i = 0; i < targets.length; i++) await waitForSocket(targets[i]!.socket, children[i]!);
+    await measureAll(targets, src, size, repeat);
+    for (const c of children) await stop(c);
 
-    const results: Array<{ label: string; f: Figures }> = [];
-    for (const tracking of [false, true]) {
-      if (tracking) await sh(process.execPath, [MAIN, 'rct', 'enable', ours]);
-      const tsock = join(dir, `t-${tracking}.sock`);
-      const t = spawn(process.execPath, [MAIN, 'serve', ours, '--name', 'disk', '--socket', tsock], { stdio: 'ignore' });
-      children.push(t);
-      await waitForSocket(tsock, t);
-      results.push({ label: `tidemark (tracking ${tracking ? 'on' : 'off'})`, f: await measure(`nbd+unix:///disk?socket=${tsock}`, tsock, 'disk', src, size, repeat) });
-      await stop(t);
-    }
-    await stop(q);
-
+    const qemu = targets[0]!.f;
     const row = (name: string, unit: string, pick: (f: Figures) => number): void => {
-      const cells = results.map((r) => `${pick(r.f).toFixed(0)} ${unit} (${(pick(r.f) / pick(qemu)).toFixed(2)}x)`);
-      console.log(`  ${name.padEnd(22)} qemu-nbd ${pick(qemu).toFixed(0)} ${unit} | ${results.map((r, i) => `${r.label}: ${cells[i]}`).join(' | ')}`);
+      const cells = targets.slice(1).map((t) => `${t.label}: ${pick(t.f).toFixed(0)} ${unit} (${(pick(t.f) / pick(qemu)).toFixed(2)}x)`);
+      console.log(`  ${name.padEnd(22)} qemu-nbd ${pick(qemu).toFixed(0)} ${unit} | ${cells.join(' | ')}`);
     };
-    console.log(`nbd: tidemark serve vs qemu-nbd, ${size / MiB} MiB raw image, unix socket, best of ${repeat}`);
+    console.log(`nbd: tidemark serve vs qemu-nbd, ${size / MiB} MiB raw image, unix socket, nbdcopy one connection; best of ${repeat} (ratio = tidemark / qemu-nbd)`);
     row('sequential read', 'MiB/s', (f) => f.seqRead);
     row('sequential write', 'MiB/s', (f) => f.seqWrite);
     row('random 4K read QD16', 'IOPS', (f) => f.randRead);

@@ -49,10 +49,9 @@ export async function compareDevices(a: BlockDevice, b: BlockDevice, opts: Compa
     piece: p,
     data: Promise.all([p.readA ? a.read(p.offset, p.length) : null, p.readB ? b.read(p.offset, p.length) : null]),
   });
-  // Reads that are started but never awaited (after an early return) must not become unhandled rejections.
-  const drain = () => {
-    for (const q of queue) q.data.catch(() => undefined);
-  };
+  // After an early return, reads still in flight are waited for (their errors ignored), so the caller
+  // may close the devices as soon as this resolves.
+  const drain = () => Promise.allSettled(queue.map((q) => q.data));
 
   const check = async (): Promise<number | undefined> => {
     const { piece, data } = queue.shift()!;
@@ -87,7 +86,7 @@ export async function compareDevices(a: BlockDevice, b: BlockDevice, opts: Compa
       if (d !== undefined) return result(d);
     }
   } finally {
-    drain();
+    await drain();
   }
   if (a.size !== b.size) return result(common);
   opts.onProgress?.(total, total);

@@ -87,6 +87,8 @@ export class ChangeTracker {
   private createdAt: number;
   private durableLease = 0;
   private lastPersistAt = 0;
+  private inflight = new Map<number, { first: number; end: number; offset: number; length: number; gen: number }>();
+  private nextWrite = 0;
   private dirty = false;
   private needsMrtReset: boolean;
   private timer: NodeJS.Timeout | null = null;
@@ -176,24 +178,35 @@ export class ChangeTracker {
     this.dirty = true;
   }
 
-  /** The generation now accumulating writes (compare before/after a write to catch a concurrent seal). */
+  /** The generation now accumulating writes. */
   get generation(): number {
     return this.store.generation;
   }
 
   /**
-   * What a write to [offset, offset+length) must wait for before touching the disk: the .mrt marks of
-   * its regions and, for raw disks, a live lease. Null when nothing (the common case).
+   * Start a write to [offset, offset+length): records its bits and registers it as in flight (all in one
+   * synchronous step), and returns what the data write must wait for: the .mrt marks of its regions and,
+   * for raw disks, a live lease (`wait` is null in the common case). Always pair with `endWrite`.
    */
-  beforeWrite(offset: number, length: number): Promise<void> | null {
-    if (!this.mrt) throw new Error('ChangeTracker: write outside a write-mode epoch');
+  beginWrite(offset: number, length: number): { token: number; wait: Promise<void> | null } {
+    if (!this.mrt) throw new ClosedError(`change tracker of ${this.diskPath} (not open for writing)`);
+    this.record(offset, length);
     const rs = this.regionSize;
     const first = Math.floor(offset / rs);
-    const end = Math.ceil((offset + Math.max(length, 1)) / rs);
-    const m = this.mrt.ensureMarked(first, Math.min(end, this.mrt.regionCount));
+    const end = Math.min(Math.ceil((offset + Math.max(length, 1)) / rs), this.mrt.regionCount);
+    const token = this.nextWrite++;
+    this.inflight.set(token, { first, end, offset, length, gen: this.store.generation });
+    const m = this.mrt.ensureMarked(first, end);
     const leaseLow = this.identityKind === 'file' && this.now() > this.durableLease - LEASE_MARGIN_MS;
-    if (!leaseLow) return m;
-    return Promise.all([m, this.persist()]).then(() => undefined);
+    return { token, wait: leaseLow ? Promise.all([m, this.persist()]).then(() => undefined) : m };
+  }
+
+  /** The write finished or failed. If a seal ran meanwhile, the write may have landed on either side: record it again. */
+  endWrite(token: number): void {
+    const w = this.inflight.get(token);
+    if (!w) return;
+    this.inflight.delete(token);
+    if (this.store.generation !== w.gen) this.record(w.offset, w.length);
   }
 
   /** Seal the current generation; resolves with the new ID once it is durable. */
@@ -331,15 +344,20 @@ export class ChangeTracker {
       invalidation: s.invalidation,
       ids: s.ids.map((x) => ({ gen: x.gen, nonce: x.nonce, createdAt: x.createdAt, pages: x.changes.pageEntries() })),
     };
+    // Same synchronous section as the snapshot above: writes from here on are collected for the rollover.
+    const rollover = !clean && this.mrt ? this.mrt : null;
+    rollover?.startSnapshot(this.inflight.values());
     const buf = encodeRct(state);
     this.dirty = false;
     try {
       await atomicWriteFile(this.rctPath, buf);
     } catch (err) {
       this.dirty = true;
+      rollover?.cancelSnapshot();
       throw err;
     }
     this.durableLease = lease;
+    if (rollover) await rollover.rollover();
     this.lastPersistAt = this.now();
     if (this.mode === 'meta' && this.needsMrtReset) {
       const m = await MrtFile.create(this.mrtPath, s.tracker, this.regionSize, Math.max(1, Math.ceil(s.diskSize / this.regionSize)), this.persistSeq * 2);

@@ -93,15 +93,13 @@ class TrackingDevice implements TrackedDevice {
     if (this.closing) throw new ClosedError('tracked device');
     if (length === 0 || this.next.capabilities.readOnly) return op();
     checkRange(offset, length, this.next.size);
-    const gen = this.tracker.generation;
-    this.tracker.record(offset, length);
+    const { token, wait } = this.tracker.beginWrite(offset, length);
     this.inflight++;
     try {
-      const wait = this.tracker.beforeWrite(offset, length);
       if (wait) await wait;
       await op();
     } finally {
-      if (this.tracker.generation !== gen) this.tracker.record(offset, length);
+      this.tracker.endWrite(token);
       if (--this.inflight === 0) for (const f of this.idle.splice(0)) f();
     }
   }

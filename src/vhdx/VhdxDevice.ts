@@ -237,7 +237,9 @@ export class VhdxDevice implements BlockDevice {
       let fileEnd = roundUp(fileSize, MiB);
       for (let i = 0; i < st.layout.totalEntries; i++) {
         const e = batEntryFromBuffer(st.bat, i * BAT_ENTRY_SIZE);
-        if (e.fileOffset > 0) fileEnd = Math.max(fileEnd, e.fileOffset + (st.layout.isBitmapIndex(i) ? BITMAP_BLOCK_SIZE : st.params.blockSize));
+        const sb = st.layout.isBitmapIndex(i);
+        const allocated = sb ? e.state === SB_PRESENT : e.state === PAYLOAD_FULLY_PRESENT || e.state === PAYLOAD_PARTIALLY_PRESENT;
+        if (allocated) fileEnd = Math.max(fileEnd, e.fileOffset + (sb ? BITMAP_BLOCK_SIZE : st.params.blockSize));
       }
       for (const r of [st.batRegion, st.metadataRegion]) fileEnd = Math.max(fileEnd, r.fileOffset + r.length);
       let parentResolved: string | undefined;

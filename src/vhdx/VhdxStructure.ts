@@ -82,9 +82,12 @@ export async function readStructure(read: Reader, file: string, fileSize: number
   }
   const good = rts.find((r): r is RegionTable => !(r instanceof Error));
   if (!good) throw rts[0] as Error;
-  for (const r of rts) if (r instanceof Error) note(r);
-  if (rts.every((r) => !(r instanceof Error)) && JSON.stringify(rts[0]) !== JSON.stringify(rts[1])) {
-    note(new CorruptError(file, 'region table', 'the two region table copies differ'));
+  // A bad or differing copy is recoverable (the first valid copy is used): only a check reports it.
+  if (problems) {
+    for (const r of rts) if (r instanceof Error) note(r);
+    if (rts.every((r) => !(r instanceof Error)) && JSON.stringify(rts[0]) !== JSON.stringify(rts[1])) {
+      note(new CorruptError(file, 'region table', 'the two region table copies differ'));
+    }
   }
   const batRegion = findRegion(good, REGION_BAT);
   const metadataRegion = findRegion(good, REGION_METADATA);

@@ -20,6 +20,7 @@
  * - opts.readOnly: the factory returns read-only devices (content arbitrary); only read-side and
  *   refusal tests run.
  * - opts.largeSize: size for the sparse > 2 TiB test (default 3 TiB; 0 skips it).
+ * - opts.runs: fast-check runs of the random-operations property (default 15; each makes a device).
  *
  * What it checks: random write/zero/trim/read/extents sequences against a shadow buffer (fast-check,
  * seed fcSeed()); unaligned I/O; zero (noHole, fast) and trim read back as zeros and leave neighbours
@@ -46,6 +47,8 @@ export interface ContractOptions {
   sizes?: number[];
   readOnly?: boolean;
   largeSize?: number;
+  /** fast-check runs of the shadow-buffer property (default 15; each makes a fresh device). */
+  runs?: number;
 }
 
 const KiB = 1024;
@@ -182,7 +185,7 @@ export function runContract(name: string, factory: ContractFactory, opts: Contra
             await checkExtents(device, 0, size, shadow);
           });
         }),
-        { seed: fcSeed(), numRuns: 25 },
+        { seed: fcSeed(), numRuns: opts.runs ?? 15 },
       );
     });
 

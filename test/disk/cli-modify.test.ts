@@ -47,7 +47,7 @@ test('resize: grow raw and VHDX, shrink needs --force', async (t) => {
   const r = join(dir, 'r.img');
   assert.equal((await tidemark('disk', 'create', v, '--size', '64M')).status, 0);
   await makeRaw(r, 64 * MiB, [[0, 4096]]);
-  for (const p of [v, r]) {
+  await Promise.all([v, r].map(async (p) => {
     const g = await tidemarkJson<{ oldSize: number; newSize: number }>('disk', 'resize', p, '--size', '128M', '--json');
     assert.equal(g.status, 0, g.stderr);
     assert.deepEqual([g.json.oldSize, g.json.newSize], [64 * MiB, 128 * MiB]);
@@ -56,7 +56,7 @@ test('resize: grow raw and VHDX, shrink needs --force', async (t) => {
     assert.equal(s.status, ExitCode.USAGE);
     assert.match(s.stderr, /--force/);
     assert.equal((await tidemarkJson<Info>('disk', 'info', p, '--json')).json.size, 128 * MiB, 'unchanged without --force');
-  }
+  }));
   const s = await tidemark('disk', 'resize', r, '--size', '32M', '--force');
   assert.equal(s.status, 0, s.stderr);
   assert.equal((await stat(r)).size, 32 * MiB);

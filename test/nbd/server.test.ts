@@ -300,3 +300,26 @@ test('configuration errors are typed', () => {
   assert.throws(() => new NbdServer({ exports: [{ name: 'x', device: d }, { name: 'x', device: d }] }), /used twice/);
   assert.throws(() => new NbdServer({ exports: [{ name: 'x', device: d }], tls: { cert: 'nope', key: 'nope', mode: 'allowed' } }), /TLS/);
 });
+
+test('devices offering readInto are read into recycled buffers, replies stay correct under pipelining', async (t) => {
+  const dev = new ProbeDevice(8 * MiB);
+  for (let i = 0; i < 8; i++) await dev.inner.write(i * MiB, Buffer.alloc(MiB, i + 1));
+  let intoCalls = 0;
+  const withInto = Object.assign(Object.create(dev) as ProbeDevice, {
+    async readInto(out: Buffer, at: number, offset: number, length: number): Promise<void> {
+      intoCalls++;
+      (await dev.inner.read(offset, length)).copy(out, at);
+    },
+  });
+  const { port } = await serve(t, [{ name: 'd', device: withInto }]);
+  for (const structured of [true, false]) {
+    const c = await RawClient.open({ port }, { name: 'd', structured });
+    t.after(() => c.close());
+    for (let round = 0; round < 3; round++) {
+      const rs = await Promise.all(Array.from({ length: 8 }, (_, i) => c.request(P.CMD_READ, { offset: i * MiB + 4096, length: 256 * 1024 })));
+      rs.forEach((r, i) => assert.ok(r.data!.equals(Buffer.alloc(256 * 1024, i + 1)), `read ${i} round ${round}`));
+    }
+  }
+  assert.equal(intoCalls, 48);
+  assert.equal(dev.calls.filter((c) => c.op === 'read').length, 0, 'the allocating read path was not used');
+});

