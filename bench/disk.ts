@@ -11,7 +11,8 @@
  * which flushes on close; cp is followed by sync). The image (TIDEMARK_BENCH_DISK_MIB, default 1024)
  * holds random data with a hole in every eighth 8 MiB stretch. Tidemark and the peer run alternately,
  * TIDEMARK_BENCH_RUNS (default 2) times each, and each side's best run counts; the ratio is Tidemark's
- * throughput over the peer's (> 1: Tidemark is faster).
+ * throughput over the peer's (> 1: Tidemark is faster), then Tidemark's CPU seconds over the peer's (< 1:
+ * Tidemark uses less CPU). The device-level peer is Tidemark's own RawFileDevice, in the same process.
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -27,33 +28,54 @@ import { openDisk } from '../src/disk/openDisk.js';
 const MiB = 1024 * 1024;
 const CHUNK = 8 * MiB;
 
+/** A measured run: wall seconds and CPU seconds (user + system, all threads / the child process). */
+interface Sample {
+  wall: number;
+  cpu: number;
+}
+
+const TIME = '/usr/bin/time';
+const haveTime = spawnSync(TIME, ['-f', '%U', 'true'], { stdio: 'ignore' }).status === 0;
+/** CPU seconds used by children run through `sh` since the last `once` started. */
+let childCpu = 0;
+
+/** Run a peer command; its CPU time (via /usr/bin/time when present, else NaN) is added to childCpu. */
 function sh(cmd: string, args: string[]): void {
-  const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  const argv = haveTime ? [TIME, '-f', 'CPU %U %S', cmd, ...args] : [cmd, ...args];
+  const r = spawnSync(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
+  const m = /CPU ([\d.]+) ([\d.]+)\s*$/.exec(r.stderr);
+  childCpu += m ? Number(m[1]) + Number(m[2]) : NaN;
 }
 
 /**
  * Time Tidemark and its peer alternately (ours, peer, ours, peer, ...) so both see the same background
  * load on a shared machine; each side's best run counts. `before*` run untimed (e.g. remove the output).
+ * CPU time is reported too: on a busy host wall time is dominated by I/O contention, CPU time is not.
  */
 async function pair(
   ours: () => Promise<unknown> | void,
   peer: () => Promise<unknown> | void,
   beforeOurs?: () => Promise<void>,
   beforePeer?: () => Promise<void>,
-): Promise<[number, number]> {
+): Promise<[Sample, Sample]> {
   const runs = Number(process.env.TIDEMARK_BENCH_RUNS ?? 2);
-  let a = Infinity;
-  let b = Infinity;
-  const once = async (fn: () => Promise<unknown> | void, before?: () => Promise<void>) => {
+  let a: Sample = { wall: Infinity, cpu: Infinity };
+  let b: Sample = { wall: Infinity, cpu: Infinity };
+  const once = async (fn: () => Promise<unknown> | void, before?: () => Promise<void>): Promise<Sample> => {
     await before?.();
+    childCpu = 0;
+    const c0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
     await fn();
-    return Number(process.hrtime.bigint() - t0) / 1e9;
+    const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+    const c = process.cpuUsage(c0);
+    return { wall, cpu: (c.user + c.system) / 1e6 + childCpu };
   };
+  const best = (x: Sample, y: Sample): Sample => ({ wall: Math.min(x.wall, y.wall), cpu: Math.min(x.cpu, y.cpu) });
   for (let i = 0; i < runs; i++) {
-    a = Math.min(a, await once(ours, beforeOurs));
-    b = Math.min(b, await once(peer, beforePeer));
+    a = best(a, await once(ours, beforeOurs));
+    b = best(b, await once(peer, beforePeer));
   }
   return [a, b];
 }
@@ -98,10 +120,13 @@ async function writeAll(dev: BlockDevice, pattern: Buffer): Promise<void> {
   await dev.flush();
 }
 
-function row(label: string, bytes: number, ours: number, peerLabel: string, theirs: number): void {
-  const mbs = (s: number) => (bytes / MiB / s).toFixed(0).padStart(6);
-  const ratio = theirs / ours;
-  process.stdout.write(`${label.padEnd(34)} tidemark ${mbs(ours)} MiB/s   ${peerLabel.padEnd(24)} ${mbs(theirs)} MiB/s   ratio ${ratio.toFixed(2)}\n`);
+function row(label: string, bytes: number, ours: Sample, peerLabel: string, theirs: Sample): void {
+  const mbs = (t: number) => (bytes / MiB / t).toFixed(0).padStart(6);
+  const cpu = (t: number) => (Number.isNaN(t) ? '   ?' : t.toFixed(2).padStart(5));
+  process.stdout.write(
+    `${label.padEnd(30)} tidemark ${mbs(ours.wall)} MiB/s ${cpu(ours.cpu)} cpu-s | ${peerLabel.padEnd(24)} ${mbs(theirs.wall)} MiB/s ${cpu(theirs.cpu)} cpu-s | ` +
+      `ratio ${(theirs.wall / ours.wall).toFixed(2)} (throughput), ${(ours.cpu / theirs.cpu).toFixed(2)} (cpu)\n`,
+  );
 }
 
 export async function run(): Promise<void> {

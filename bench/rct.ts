@@ -6,7 +6,7 @@
  * default 1024 MiB), TIDEMARK_BENCH_RCT_WRITES_MIB (default 512) per run. Tracking uses the defaults
  * (64 KiB blocks, 64 MiB regions), and every run is a new epoch, so each run pays the .mrt fsync of
  * every region it dirties. Runs alternate bare/tracked and each figure is the best of
- * TIDEMARK_BENCH_RUNS (default 3). Figures: the steady write path (second pass of an epoch: all
+ * TIDEMARK_BENCH_RUNS (default 5), alternating which goes first. Figures: the steady write path (second pass of an epoch: all
  * regions already marked; page cache), the same plus the final flush (data fsync + .rct persist), and
  * the first pass (pays the .mrt marks: one fsync per 64 MiB region per epoch).
  */
@@ -37,7 +37,7 @@ async function workload(dev: BlockDevice, offsets: number[], buf: Buffer): Promi
 export async function run(): Promise<void> {
   const sizeMiB = Number(process.env.TIDEMARK_BENCH_RCT_MIB ?? 1024);
   const writesMiB = Number(process.env.TIDEMARK_BENCH_RCT_WRITES_MIB ?? 512);
-  const runs = Number(process.env.TIDEMARK_BENCH_RUNS ?? 3);
+  const runs = Number(process.env.TIDEMARK_BENCH_RUNS ?? 5);
   const dir = await mkdtemp(join(tmpdir(), 'tidemark-bench-rct-'));
   try {
     const disk = join(dir, 'disk.raw');
@@ -55,7 +55,7 @@ export async function run(): Promise<void> {
     }
     await enableTracking(disk);
     for (let i = 0; i < runs; i++) {
-      for (const kind of ['bare', 'tracked'] as const) {
+      for (const kind of i % 2 === 0 ? (['bare', 'tracked'] as const) : (['tracked', 'bare'] as const)) {
         const fp = await fileFingerprint(disk);
         const raw = await RawFileDevice.open(disk);
         const dev: BlockDevice = kind === 'bare' ? raw : await openTracked(raw, disk, { fingerprintBeforeOpen: fp });
@@ -84,6 +84,35 @@ export async function run(): Promise<void> {
       process.stdout.write(`rct ${label.padEnd(12)}: tracked ${t.toFixed(0)} MiB/s vs bare RawFileDevice ${b.toFixed(0)} MiB/s: ratio ${(t / b).toFixed(3)}${note}\n`);
     }
     await disableTracking(disk);
+
+    // CPU cost of the write path, free of I/O noise: 4 KiB writes to a MemoryDevice, bare vs tracked
+    // (regions already marked), best of 5 alternating runs.
+    {
+      const cdisk = join(dir, 'cpu');
+      await writeFile(cdisk, '');
+      await enableTracking(cdisk);
+      const mem = new MemoryDevice(1 << 30);
+      const passthrough: BlockDevice = {
+        size: mem.size, logicalSectorSize: 512, physicalSectorSize: 4096, capabilities: mem.capabilities,
+        read: (o, l) => mem.read(o, l), write: (o, d) => mem.write(o, d), zero: (o, l) => mem.zero(o, l), trim: (o, l) => mem.trim(o, l),
+        flush: () => mem.flush(), extents: (o, l) => mem.extents(o, l), close: async () => undefined,
+      };
+      const tdev = await openTracked(passthrough, cdisk, { persistIntervalMs: 0 });
+      await tdev.seal();
+      const small = Buffer.alloc(4096, 1);
+      const offs = Array.from({ length: 50_000 }, () => Math.floor(Math.random() * (mem.size / 4096)) * 4096);
+      for (const o of offs) await tdev.write(o, small);
+      const per = { bare: Infinity, tracked: Infinity };
+      for (let i = 0; i < 5; i++) {
+        for (const [k, d] of [['bare', passthrough], ['tracked', tdev]] as const) {
+          const t0 = process.hrtime.bigint();
+          for (const o of offs) await d.write(o, small);
+          per[k] = Math.min(per[k], Number(process.hrtime.bigint() - t0) / offs.length);
+        }
+      }
+      await tdev.close();
+      process.stdout.write(`rct CPU per 4 KiB write: tracked ${(per.tracked / 1000).toFixed(2)} µs vs bare ${(per.bare / 1000).toFixed(2)} µs (memory device): tracking adds ${((per.tracked - per.bare) / 1000).toFixed(2)} µs per write\n`);
+    }
 
     // Memory per TiB: a 1 TiB sparse device, one live ID.
     const mdisk = join(dir, 'mem');

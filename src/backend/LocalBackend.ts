@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { link, mkdir, open as fsOpen, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Backend, ObjectInfo, ObjectType } from './Backend.js';
-import { checkName } from './checkName.js';
+import { checkName, checkType } from './checkName.js';
 import { BackendIOError, NoSpaceError, ObjectNotFoundError } from './errors.js';
 
 /** Types with many objects get a 256-way fan-out by the first two characters of the name. */
@@ -70,7 +70,7 @@ export class LocalBackend implements Backend {
   }
 
   async *list(type: ObjectType): AsyncIterable<string> {
-    checkName(type, 'xx');
+    checkType(type);
     const base = join(this.root, type);
     const dirs = FANNED.has(type) ? (await readdirOrEmpty(base)).filter((d) => /^[0-9a-zA-Z._-]{2}$/.test(d)).map((d) => join(base, d)) : [base];
     for (const d of dirs) {

@@ -1,5 +1,5 @@
 import { OBJECT_TYPES, type Backend, type ObjectInfo, type ObjectType } from './Backend.js';
-import { checkName } from './checkName.js';
+import { checkName, checkType } from './checkName.js';
 import { ObjectNotFoundError } from './errors.js';
 
 interface Stored {
@@ -40,7 +40,7 @@ export class MemoryBackend implements Backend {
   }
 
   async *list(type: ObjectType): AsyncIterable<string> {
-    checkName(type, 'xx');
+    checkType(type);
     for (const name of [...this.store.get(type)!.keys()]) yield name;
   }
 

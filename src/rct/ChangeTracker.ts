@@ -3,7 +3,7 @@ import { readFile, stat } from 'node:fs/promises';
 import type { BlockDevice } from '../blockdev/BlockDevice.js';
 import { ClosedError, CorruptError } from '../errors.js';
 import { atomicWriteFile } from './atomicWriteFile.js';
-import { DEFAULT_BLOCK_SIZE, DEFAULT_PERSIST_INTERVAL_MS, FLUSH_PERSIST_MIN_MS, LEASE_MARGIN_MS, LEASE_MS, autoRegionSize } from './constants.js';
+import { DEFAULT_BLOCK_SIZE, DEFAULT_PERSIST_INTERVAL_MS, FLUSH_PERSIST_MIN_MS, LEASE_MARGIN_MS, LEASE_MS, effectiveRegionSize } from './constants.js';
 import { TrackingNotEnabledError } from './errors.js';
 import { fileFingerprint, parseFingerprint } from './fileFingerprint.js';
 import { GenerationStore } from './GenerationStore.js';
@@ -87,8 +87,8 @@ export class ChangeTracker {
   private createdAt: number;
   private durableLease = 0;
   private lastPersistAt = 0;
-  private inflight = new Map<number, { first: number; end: number; offset: number; length: number; gen: number }>();
-  private nextWrite = 0;
+  /** Per region: writes in flight (their regions seed every .mrt rollover). */
+  private inflightRegions = new Uint32Array(0);
   private dirty = false;
   private needsMrtReset: boolean;
   private timer: NodeJS.Timeout | null = null;
@@ -163,6 +163,7 @@ export class ChangeTracker {
     await this.persistNow(false);
     this.mrt = await MrtFile.create(this.mrtPath, this.store.tracker, this.regionSize, Math.max(1, Math.ceil(this.store.diskSize / this.regionSize)), this.persistSeq * 2);
     this.needsMrtReset = false;
+    this.inflightRegions = new Uint32Array(this.mrt.regionCount);
     const every = this.opts.persistIntervalMs ?? DEFAULT_PERSIST_INTERVAL_MS;
     if (every > 0) {
       this.timer = setInterval(() => {
@@ -184,29 +185,33 @@ export class ChangeTracker {
   }
 
   /**
-   * Start a write to [offset, offset+length): records its bits and registers it as in flight (all in one
-   * synchronous step), and returns what the data write must wait for: the .mrt marks of its regions and,
-   * for raw disks, a live lease (`wait` is null in the common case). Always pair with `endWrite`.
+   * Start a write to [offset, offset+length): records its bits and counts it in flight (one synchronous
+   * step), and returns what the data write must wait for: the .mrt marks of its regions and, for raw
+   * disks, a live lease — null in the common case (no allocation on that path). Read `generation`
+   * just before, and always call `endWrite` with it afterwards.
    */
-  beginWrite(offset: number, length: number): { token: number; wait: Promise<void> | null } {
-    if (!this.mrt) throw new ClosedError(`change tracker of ${this.diskPath} (not open for writing)`);
+  beginWrite(offset: number, length: number): Promise<void> | null {
+    const mrt = this.mrt;
+    if (!mrt) throw new ClosedError(`change tracker of ${this.diskPath} (not open for writing)`);
     this.record(offset, length);
     const rs = this.regionSize;
     const first = Math.floor(offset / rs);
-    const end = Math.min(Math.ceil((offset + Math.max(length, 1)) / rs), this.mrt.regionCount);
-    const token = this.nextWrite++;
-    this.inflight.set(token, { first, end, offset, length, gen: this.store.generation });
-    const m = this.mrt.ensureMarked(first, end);
-    const leaseLow = this.identityKind === 'file' && this.now() > this.durableLease - LEASE_MARGIN_MS;
-    return { token, wait: leaseLow ? Promise.all([m, this.persist()]).then(() => undefined) : m };
+    const end = Math.min(Math.ceil((offset + Math.max(length, 1)) / rs), mrt.regionCount);
+    for (let r = first; r < end; r++) this.inflightRegions[r]!++;
+    const m = mrt.ensureMarked(first, end);
+    if (this.identityKind === 'file' && this.now() > this.durableLease - LEASE_MARGIN_MS) {
+      return Promise.all([m, this.persist()]).then(() => undefined);
+    }
+    return m;
   }
 
-  /** The write finished or failed. If a seal ran meanwhile, the write may have landed on either side: record it again. */
-  endWrite(token: number): void {
-    const w = this.inflight.get(token);
-    if (!w) return;
-    this.inflight.delete(token);
-    if (this.store.generation !== w.gen) this.record(w.offset, w.length);
+  /** The write finished or failed. If a seal ran meanwhile (generation changed), the write may have landed on either side: record it again. */
+  endWrite(offset: number, length: number, generationBefore: number): void {
+    const rs = this.regionSize;
+    const first = Math.floor(offset / rs);
+    const end = Math.min(Math.ceil((offset + Math.max(length, 1)) / rs), this.inflightRegions.length);
+    for (let r = first; r < end; r++) this.inflightRegions[r]!--;
+    if (this.store.generation !== generationBefore) this.record(offset, length);
   }
 
   /** Seal the current generation; resolves with the new ID once it is durable. */
@@ -272,6 +277,9 @@ export class ChangeTracker {
   async closeClean(identityAfter: string | null): Promise<void> {
     if (this.closed) return;
     this.stopTimer();
+    // Let a persist already queued or running finish first: persists never overlap (one temp file).
+    await this.persistQueued?.catch(() => undefined);
+    await this.persistRunning?.catch(() => undefined);
     if (this.identityKind === 'device' && identityAfter !== null) this.identities = [identityAfter];
     else if (this.identityKind === 'file') {
       const fp = await fileFingerprint(this.diskPath);
@@ -346,7 +354,7 @@ export class ChangeTracker {
     };
     // Same synchronous section as the snapshot above: writes from here on are collected for the rollover.
     const rollover = !clean && this.mrt ? this.mrt : null;
-    rollover?.startSnapshot(this.inflight.values());
+    rollover?.startSnapshot(this.inflightRegions);
     const buf = encodeRct(state);
     this.dirty = false;
     try {
@@ -412,7 +420,7 @@ async function load(diskPath: string, device: BlockDevice, now: () => number, fp
     if (!(err instanceof CorruptError)) throw err;
     reason = `the tracking file is corrupt: ${err.message}`;
   }
-  const regionSizeFor = (f: RctFileState | null, size: number) => (f && f.regionSize > 0 ? f.regionSize : autoRegionSize(size));
+  const regionSizeFor = (f: RctFileState | null, size: number) => effectiveRegionSize(f?.regionSize ?? 0, size);
 
   if (file && file.unbound) {
     const store = new GenerationStore(diskPath, file.tracker, file.blockSize, device.size, Math.max(1, file.generation), [], file.invalidation);

@@ -123,10 +123,10 @@ export class MrtFile {
    * regions of the writes in flight. From now on every write's regions are collected too (writes that
    * began earlier are in the snapshot).
    */
-  startSnapshot(inflight: Iterable<{ first: number; end: number }>): void {
+  startSnapshot(inflightPerRegion: ArrayLike<number>): void {
     const c = new Uint8Array(this.durable.length);
     // Writes still in flight may be re-recorded after the snapshot (a seal while they ran): keep their regions.
-    for (const { first, end } of inflight) for (let r = first; r < end; r++) c[r >> 3]! |= 1 << (r & 7);
+    for (let r = 0; r < this.regionCount; r++) if (inflightPerRegion[r]) c[r >> 3]! |= 1 << (r & 7);
     this.collecting = c;
   }
 

@@ -23,7 +23,12 @@ export const MIN_REGION_SIZE = 64 * 1024 * 1024;
 export const MAX_REGIONS = 32768;
 
 export function autoRegionSize(diskSize: number): number {
-  let r = MIN_REGION_SIZE;
+  return effectiveRegionSize(0, diskSize);
+}
+
+/** The region size in use: the configured one (0 = 64 MiB), doubled until the table has at most MAX_REGIONS regions. */
+export function effectiveRegionSize(configured: number, diskSize: number): number {
+  let r = configured > 0 ? configured : MIN_REGION_SIZE;
   while (Math.ceil(diskSize / r) > MAX_REGIONS) r *= 2;
   return r;
 }

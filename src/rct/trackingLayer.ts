@@ -89,19 +89,32 @@ class TrackingDevice implements TrackedDevice {
    * the data. If a seal ran while the write was in flight, record it again in the new generation: the
    * write may land on either side of the seal.
    */
-  private async tracked(offset: number, length: number, op: () => Promise<void>): Promise<void> {
-    if (this.closing) throw new ClosedError('tracked device');
+  private tracked(offset: number, length: number, op: () => Promise<void>): Promise<void> {
+    if (this.closing) return Promise.reject(new ClosedError('tracked device'));
     if (length === 0 || this.next.capabilities.readOnly) return op();
-    checkRange(offset, length, this.next.size);
-    const { token, wait } = this.tracker.beginWrite(offset, length);
-    this.inflight++;
+    const gen = this.tracker.generation;
+    let wait: Promise<void> | null;
     try {
-      if (wait) await wait;
-      await op();
-    } finally {
-      this.tracker.endWrite(token);
-      if (--this.inflight === 0) for (const f of this.idle.splice(0)) f();
+      checkRange(offset, length, this.next.size);
+      wait = this.tracker.beginWrite(offset, length);
+    } catch (err) {
+      return Promise.reject(err);
     }
+    this.inflight++;
+    // No async function here: the hot path (no wait) adds no promise hops beyond the device's own.
+    const p = wait ? wait.then(op) : op();
+    return p.then(
+      () => this.ended(offset, length, gen),
+      (err: unknown) => {
+        this.ended(offset, length, gen);
+        throw err;
+      },
+    );
+  }
+
+  private ended(offset: number, length: number, gen: number): void {
+    this.tracker.endWrite(offset, length, gen);
+    if (--this.inflight === 0 && this.idle.length > 0) for (const f of this.idle.splice(0)) f();
   }
 
   async flush(): Promise<void> {

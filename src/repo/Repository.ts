@@ -21,8 +21,9 @@ import { decodeObject, encodeObject, objectDigest, type RepoKeys } from './Objec
 import { decodeRepoConfig, encodeRepoConfig, isChunkSize, isFanout, newRepoConfig, type RepoConfig } from './RepoConfig.js';
 import { UsageError } from '../errors.js';
 import { zstd } from './zstd.js';
+import { CodecPool } from './CodecPool.js';
 
-export interface InitOptions {
+export interface InitOptions extends Pick<OpenOptions, 'workers'> {
   /** Encrypt the repository under this passphrase (`repo init --encrypt`). */
   passphrase?: string;
   /** Default chunk size for new disks (power of two, 4 KiB..4 MiB). */
@@ -37,6 +38,11 @@ export interface InitOptions {
 
 export interface OpenOptions {
   passphrase?: string;
+  /**
+   * Worker threads that digest/compress/encrypt chunks (0: inline on the main thread, the default).
+   * Call close() when done so the workers exit.
+   */
+  workers?: number;
 }
 
 /** Counters of what this Repository instance stored (for stats and tests). */
@@ -53,17 +59,30 @@ const KNOWN_CACHE_LIMIT = 1 << 20;
 
 export class Repository {
   readonly stats: WriteStats = { chunksWritten: 0, chunkBytesWritten: 0, chunksDeduplicated: 0, pagesWritten: 0, pageBytesWritten: 0 };
-  /** Digests known to be stored (bounded cache: saves `has` round trips during a backup). */
+  /**
+   * Digests known to be stored (bounded cache: saves `has` round trips during a backup). Valid only
+   * while a lock is held: runBackup clears it after taking its lock, prune after sweeping.
+   */
   private readonly known = new Set<string>();
   private readonly inflight = new Map<string, Promise<number>>();
   private readonly zstdLevel: number;
+  private pool: CodecPool | null = null;
 
   private constructor(
     readonly backend: Backend,
     readonly config: RepoConfig,
     private readonly keys: RepoKeys | null,
+    workers = 0,
   ) {
     this.zstdLevel = config.compression === 'zstd' && zstd ? DEFAULT_ZSTD_LEVEL : 0;
+    if (workers > 0) this.pool = new CodecPool(workers, keys, this.zstdLevel);
+  }
+
+  /** Stop the codec workers, if any. The repository stays usable (inline encoding). */
+  async close(): Promise<void> {
+    const p = this.pool;
+    this.pool = null;
+    await p?.close();
   }
 
   /**
@@ -88,7 +107,7 @@ export class Repository {
     }
     // The config goes last: a repository is visible only once its key exists.
     if (!(await backend.put('config', 'config', encodeRepoConfig(config)))) throw new RepositoryExistsError(backend.location);
-    return new Repository(backend, config, keys);
+    return new Repository(backend, config, keys, opts.workers);
   }
 
   /** Open an existing repository; an encrypted one needs its passphrase (WrongPassphraseError otherwise). */
@@ -105,7 +124,7 @@ export class Repository {
     if (config.compression === 'zstd' && !zstd) throw new UnsupportedRepositoryError(backend.location, 'the repository is zstd-compressed but the zstd-napi addon is not available');
     const encrypted = config.encryption !== 'none';
     if (encrypted !== (opts.passphrase !== undefined)) throw new PassphraseMismatchError(backend.location, encrypted);
-    if (!encrypted) return new Repository(backend, config, null);
+    if (!encrypted) return new Repository(backend, config, null, opts.workers);
     for await (const name of backend.list('keys')) {
       let master: Buffer | null;
       try {
@@ -113,7 +132,7 @@ export class Repository {
       } catch {
         continue; // not a key file we understand; try the others
       }
-      if (master) return new Repository(backend, config, splitMasterKey(master));
+      if (master) return new Repository(backend, config, splitMasterKey(master), opts.workers);
     }
     throw new WrongPassphraseError(backend.location);
   }
@@ -177,7 +196,7 @@ export class Repository {
   /** Like putChunk, also saying how many bytes were written (0: zero chunk or already present). */
   async storeChunk(data: Uint8Array): Promise<{ digest: string; written: number }> {
     if (isAllZero(data)) return { digest: ZERO_DIGEST, written: 0 };
-    const { name, written } = await this.putObject('chunks', data);
+    const { name, written } = this.pool ? await this.putEncodedChunk(await this.pool.encode(data)) : await this.putObject('chunks', data);
     if (written > 0) {
       this.stats.chunksWritten++;
       this.stats.chunkBytesWritten += written;
@@ -185,6 +204,27 @@ export class Repository {
       this.stats.chunksDeduplicated++;
     }
     return { digest: name, written };
+  }
+
+  /** Store a chunk encoded by a worker (same dedup rules as putObject). */
+  private async putEncodedChunk(enc: { digest: string; bytes: Buffer }): Promise<{ name: string; written: number }> {
+    const name = enc.digest;
+    if (this.known.has(name)) return { name, written: 0 };
+    const key = `chunks/${name}`;
+    const pending = this.inflight.get(key);
+    if (pending) {
+      await pending;
+      return { name, written: 0 };
+    }
+    const p = (async () => ((await this.backend.has('chunks', name)) ? 0 : (await this.backend.put('chunks', name, enc.bytes)) ? enc.bytes.length : 0))();
+    this.inflight.set(key, p);
+    try {
+      const written = await p;
+      this.remember(name);
+      return { name, written };
+    } finally {
+      this.inflight.delete(key);
+    }
   }
 
   /** Read a chunk, verified against its digest. ZERO_DIGEST reads as `zeroLength` zero bytes. */

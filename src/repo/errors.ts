@@ -62,3 +62,15 @@ export class DiskMismatchError extends TidemarkError {
     super('E_DISK_MISMATCH', detail, data, ExitCode.USAGE);
   }
 }
+
+/** An incremental backup's parent snapshot is gone (forgotten): its objects may have been pruned. */
+export class ParentMissingError extends TidemarkError {
+  constructor(location: string, parent: string) {
+    super(
+      'E_PARENT_MISSING',
+      `${location}: parent snapshot ${parent} no longer exists (forgotten or pruned), so an incremental cannot build on it; run a full backup (without changed ranges)`,
+      { location, parent },
+      ExitCode.TRACKING_INVALID,
+    );
+  }
+}

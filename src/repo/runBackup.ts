@@ -3,6 +3,10 @@
  * The write order is the repository's core invariant: chunks -> index pages (bottom-up, inside
  * backupDevice) -> manifest. If anything fails or the process dies before the manifest is stored, no
  * snapshot becomes visible; what was written is unreferenced garbage that prune removes later.
+ *
+ * Incrementals (disks with changedRanges) must name their `parent` snapshot, which must still exist
+ * once our lock is held (ParentMissingError otherwise): the new tree shares the parent's unchanged
+ * pages and chunks by digest, and only a live manifest keeps them safe from prune.
  */
 import { hostname } from 'node:os';
 import type { BlockDevice } from '../blockdev/BlockDevice.js';
@@ -10,6 +14,9 @@ import { backupDevice, type BackupDeviceOptions, type BackupProgress } from './b
 import { saveManifest, type BackupStats, type DiskEntry, type Manifest, type Snapshot } from './Manifest.js';
 import { RepoLock } from './RepoLock.js';
 import type { Repository } from './Repository.js';
+import { ParentMissingError } from './errors.js';
+import { ZERO_DIGEST } from './constants.js';
+import { UsageError } from '../errors.js';
 
 export interface BackupDiskInput extends Omit<BackupDeviceOptions, 'onProgress' | 'signal' | 'name'> {
   name: string;
@@ -32,8 +39,17 @@ export interface RunBackupOptions {
 export async function runBackup(repo: Repository, opts: RunBackupOptions): Promise<Snapshot> {
   const time = new Date().toISOString();
   const t0 = Date.now();
+  if (typeof opts.source?.id !== 'string' || typeof opts.source.name !== 'string') throw new UsageError('a backup needs a source { id, name }');
+  const incremental = opts.disks.some((d) => d.changedRanges && d.previous && d.previous.indexRoot !== ZERO_DIGEST);
+  if (incremental && !opts.parent) throw new UsageError('an incremental backup (changed ranges) needs the parent snapshot id its previous disk entries come from');
   const lock = opts.noLock ? null : await RepoLock.acquire(repo, { exclusive: false });
   try {
+    // What this process remembers as stored may have been pruned since its last lock.
+    repo.forgetCache();
+    // An incremental reuses the parent's pages and chunks by digest without reading them all. They are
+    // guaranteed to exist only while the parent manifest exists (prune keeps everything reachable
+    // from a manifest, and cannot run while we hold our lock).
+    if (incremental && !(await repo.backend.has('snapshots', opts.parent!))) throw new ParentMissingError(repo.location, opts.parent!);
     const disks: DiskEntry[] = [];
     const total: BackupStats = { bytesRead: 0, chunksWritten: 0, chunkBytesWritten: 0, chunksDeduplicated: 0, pagesWritten: 0, pageBytesWritten: 0, durationMs: 0 };
     for (const d of opts.disks) {

@@ -5,8 +5,9 @@
  * - Open: file identifier -> headers (current slot = valid one with the higher sequence number) -> log
  *   (replayed when read-write; a dirty log makes a read-only open fail) -> region table -> metadata -> BAT.
  *   The whole BAT is cached in memory; sector bitmaps (differencing disks) are cached per chunk on first use.
- * - First modification of an open: one header update sets a new FileWriteGuid, the DataWriteGuid this open
- *   announced as `identity().next`, and this session's LogGuid; it is durable before any other byte changes.
+ * - First modification of an open: one header update sets a new FileWriteGuid and the DataWriteGuid this
+ *   open announced as `identity().next`; it is durable before any other byte changes. The session's LogGuid
+ *   is published by a second header update once its first log entry is durable (see VhdxLog.ts).
  * - Writes: payload bytes go straight to their block. A block that is not allocated gets new space at the
  *   end of the file (1 MiB aligned; space is never reused, so new space always reads as zeros). BAT and
  *   sector bitmap changes stay in memory, marked dirty, and are committed through the log on flush/close
@@ -106,6 +107,7 @@ export class VhdxDevice implements BlockDevice {
     private headerSlot: 0 | 1,
     private st: VhdxStructure,
     private fileEnd: number,
+    private fileSize: number,
     private readonly parent: VhdxDevice | undefined,
     private readonly parentResolved: string | undefined,
     private readonly logWasDirty: boolean,
@@ -261,7 +263,7 @@ export class VhdxDevice implements BlockDevice {
         if (parent.logicalSectorSize !== st.logicalSectorSize) throw new CorruptError(name, 'parent locator', `parent ${found} has ${parent.logicalSectorSize}-byte sectors, this disk ${st.logicalSectorSize}`);
         parentResolved = found;
       }
-      return new VhdxDevice(resolve(path), fh, readOnly, header, slot, st, fileEnd, parent, parentResolved, logWasDirty && readOnly);
+      return new VhdxDevice(resolve(path), fh, readOnly, header, slot, st, fileEnd, fileSize, parent, parentResolved, logWasDirty && readOnly);
     } catch (e) {
       await parent?.close().catch(() => undefined);
       await fh.close().catch(() => undefined);
@@ -378,7 +380,7 @@ export class VhdxDevice implements BlockDevice {
       const b = Math.floor(pos / bs);
       const n = Math.min((b + 1) * bs, end) - pos;
       const e = this.payloadEntry(b);
-      if (this.fixed || e.state === PAYLOAD_FULLY_PRESENT) pushExtent(out, { offset: pos, length: n, type: 'data' });
+      if (e.state === PAYLOAD_FULLY_PRESENT) pushExtent(out, { offset: pos, length: n, type: 'data' });
       else if (e.state === PAYLOAD_PARTIALLY_PRESENT) {
         for (const [runPos, runLen, present] of await this.sectorRuns(b, pos, n)) {
           if (present) pushExtent(out, { offset: runPos, length: runLen, type: 'data' });
@@ -401,7 +403,7 @@ export class VhdxDevice implements BlockDevice {
         if (!this.readOnly && this.touched) {
           await this.flushLocked();
           await this.fh.datasync();
-          await this.writeHeader({ logGuid: ZERO_GUID });
+          if (!guidEq(this.header.logGuid, ZERO_GUID)) await this.writeHeader({ logGuid: ZERO_GUID });
         }
       } finally {
         this.closed = true;
@@ -568,12 +570,15 @@ export class VhdxDevice implements BlockDevice {
       const n = Math.min(blockLen - inBlock, end - pos);
       const e = this.payloadEntry(b);
       const whole = inBlock === 0 && n === blockLen;
-      if (this.fixed || noHole) {
+      const allocated = e.state === PAYLOAD_FULLY_PRESENT || e.state === PAYLOAD_PARTIALLY_PRESENT;
+      if (noHole || (this.fixed && allocated)) {
         await this.writeZeros(b, inBlock, n);
+      } else if (this.fixed) {
+        // A fixed disk's block that is not allocated (qemu-img marks them ZERO) already reads as zeros.
       } else if (whole) {
         const state = trim && !this.differencing ? PAYLOAD_UNMAPPED : PAYLOAD_ZERO;
         if (e.state !== state || e.fileOffset !== 0) this.setPayload(b, { state, fileOffset: 0 });
-      } else if (e.state === PAYLOAD_FULLY_PRESENT || e.state === PAYLOAD_PARTIALLY_PRESENT || (e.state === PAYLOAD_NOT_PRESENT && this.differencing)) {
+      } else if (allocated || (e.state === PAYLOAD_NOT_PRESENT && this.differencing)) {
         await this.writeZeros(b, inBlock, n);
       }
       pos += n;
@@ -617,14 +622,16 @@ export class VhdxDevice implements BlockDevice {
   /** @internal Log and apply arbitrary 4 KiB-aligned metadata sectors (resize uses it). */
   async commitWrites(writes: Map<number, Buffer>): Promise<void> {
     if (!this.log) this.log = new LogWriter(this.fh, this.header.logOffset, this.header.logLength, this.sessionLogGuid);
-    await this.log.commit(writes, this.fileEnd);
+    const publish = guidEq(this.header.logGuid, this.sessionLogGuid) ? undefined : () => this.writeHeader({ logGuid: this.sessionLogGuid });
+    const flushed = Math.floor(this.fileSize / MiB) * MiB;
+    await this.log.commit(writes, flushed, Math.max(this.fileEnd, flushed), publish);
   }
 
   /** First modification of this open: new FileWriteGuid, the announced DataWriteGuid, this session's LogGuid. */
   private async beginWrite(): Promise<void> {
     if (this.touched) return;
     if (this.header.logLength < 2 * LOG_SECTOR_SIZE) throw new VhdxUnsupportedError(this.path, 'writing to a VHDX without a log');
-    await this.writeHeader({ fileWriteGuid: this.sessionFileWriteGuid, dataWriteGuid: this.nextDataWriteGuid, logGuid: this.sessionLogGuid });
+    await this.writeHeader({ fileWriteGuid: this.sessionFileWriteGuid, dataWriteGuid: this.nextDataWriteGuid });
     this.touched = true;
   }
 
@@ -642,6 +649,7 @@ export class VhdxDevice implements BlockDevice {
     const off = this.fileEnd;
     this.fileEnd = off + roundUp(len, MiB);
     await this.fh.truncate(this.fileEnd);
+    this.fileSize = this.fileEnd;
     return off;
   }
 
@@ -693,6 +701,7 @@ export class VhdxDevice implements BlockDevice {
   replaceStructure(st: VhdxStructure, fileEnd: number): void {
     this.st = st;
     this.fileEnd = Math.max(this.fileEnd, fileEnd);
+    this.fileSize = Math.max(this.fileSize, fileEnd);
     this.bitmaps.clear();
   }
 

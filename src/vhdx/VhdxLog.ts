@@ -1,7 +1,9 @@
 /**
  * The VHDX metadata log: finding the active sequence to replay, and writing new entries.
  *
- * How Tidemark writes the log: every commit is one or more self-contained entries, each written at
+ * How Tidemark writes the log: the header's LogGuid stays zero until the session's first entry is durable
+ * (then one header update publishes it), so a header never names a log that holds no valid entry.
+ * Every commit is one or more self-contained entries, each written at
  * the start of the log (offset 0, tail 0), made durable (fdatasync), then applied to its final
  * locations. The next entry is only written after another fdatasync, which also makes the previous
  * entry's applied writes durable; so at most one entry is ever un-applied and overwriting an applied
@@ -117,20 +119,23 @@ export class LogWriter {
   /**
    * Make `writes` (4 KiB-aligned file offset -> 4096 bytes) durable through the log, then apply them.
    * Caller guarantees that data the new metadata points at was written before; this fdatasyncs first.
+   * `onFirstDurable` runs once the first entry is durable and before anything is applied: the device uses
+   * it to publish the LogGuid in the header, so an entry only becomes valid once it is complete.
    */
-  async commit(writes: Map<number, Buffer>, fileSize: number): Promise<void> {
+  async commit(writes: Map<number, Buffer>, flushedFileOffset: number, lastFileOffset: number, onFirstDurable?: () => Promise<void>): Promise<void> {
     const all = [...writes]; // insertion order: callers order dependent updates
     const per = this.maxSectorsPerEntry;
     if (per <= 0) throw new Error('log too small');
     for (let i = 0; i < all.length; i += per) {
       const part = all.slice(i, i + per);
       const entry = logEntryToBuffer({
-        sequenceNumber: this.seq++, tail: 0, logGuid: this.logGuid, flushedFileOffset: fileSize, lastFileOffset: fileSize,
+        sequenceNumber: this.seq++, tail: 0, logGuid: this.logGuid, flushedFileOffset, lastFileOffset,
         zeros: [], writes: part.map(([fileOffset, data]) => ({ fileOffset, data })),
       });
       await this.fh.datasync();
       await this.fh.write(entry, 0, entry.length, this.logOffset);
       await this.fh.datasync();
+      if (i === 0 && onFirstDurable) await onFirstDurable();
       for (const [off, data] of part) await this.fh.write(data, 0, data.length, off);
     }
   }

@@ -1,8 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import fc from 'fast-check';
 import { join } from 'node:path';
-import { tempDir } from '../helpers/tools.js';
+import { fcSeed, tempDir } from '../helpers/tools.js';
+import { compareDisks } from '../../src/disk/compareDisks.js';
 import { convertDisk } from '../../src/disk/convertDisk.js';
 import { createDisk } from '../../src/disk/createDisk.js';
 import { diskInfo } from '../../src/disk/diskInfo.js';
@@ -49,4 +51,32 @@ test('convertDisk flattens a differencing chain into a standalone disk', async (
   assert.ok((await f.read(0, 8 * MiB)).equals(expect));
   await f.close();
   await assert.rejects(createDisk(join(dir, 'x.vhdx'), { parent: base, size: 16 * MiB }), /parent's size/);
+});
+
+test('raw -> VHDX -> raw round trip is bit-exact for random layouts, block sizes and sector sizes (property)', async (t) => {
+  const dir = await tempDir(t);
+  let n = 0;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 1, max: 12 * 1024 }).map((k) => k * 512),
+      fc.array(fc.tuple(fc.nat(6 * MiB), fc.integer({ min: 1, max: 600_000 })), { maxLength: 5 }),
+      fc.constantFrom(MiB, 2 * MiB, 4 * MiB),
+      fc.constantFrom(512, 4096),
+      fc.constantFrom('dynamic', 'fixed'),
+      async (size, pieces, blockSize, lss, type) => {
+        const id = n++;
+        const src = join(dir, `src${id}.img`);
+        const mid = join(dir, `mid${id}.vhdx`);
+        const back = join(dir, `back${id}.img`);
+        const vsize = Math.ceil(size / lss) * lss;
+        await makeRaw(src, vsize, pieces.filter(([o]) => o < vsize).map(([o, l]) => [o, Math.min(l, vsize - o)]));
+        await convertDisk(src, mid, { format: 'vhdx', type: type as 'dynamic' | 'fixed', blockSize, logicalSectorSize: lss as 512 | 4096, chunkSize: MiB });
+        await convertDisk(mid, back, { format: 'raw', chunkSize: 3 * MiB });
+        assert.ok((await readFile(back)).equals(await readFile(src)));
+        assert.deepEqual(await compareDisks(src, mid), { equal: true, sizeA: vsize, sizeB: vsize });
+        for (const f of [src, mid, back]) await rm(f);
+      },
+    ),
+    { seed: fcSeed(), numRuns: 15 },
+  );
 });

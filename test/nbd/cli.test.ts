@@ -133,4 +133,30 @@ test('serve with change tracking: rct seal reaches the server, tidemark:changes 
   assert.equal(await exited, 0);
   const after = JSON.parse((await tidemark(['rct', 'changes', disk, '--since', id, '--json'])).stdout) as { changedBytes: number };
   assert.equal(after.changedBytes, live.changedBytes, 'the change record survives the server');
+  // Served read-only (how a backup reads), the same changes are offered over NBD.
+  const ro = await startServe(t, [disk, '--read-only', '--listen', '127.0.0.1:0']);
+  assert.equal(ro.ready.exports[0]!.tracked, true);
+  const roMap = JSON.parse((await exec('nbdinfo', [`--map=tidemark:changes:${id}`, '--json', ro.ready.exports[0]!.uri])).stdout) as Array<{ offset: number; length: number; type: number }>;
+  assert.deepEqual(roMap, map);
+  ro.child.kill('SIGTERM');
+  assert.equal(await ro.exited, 0);
+});
+
+test('serve a VHDX: writes over NBD land in a VHDX that qemu-img checks clean and reads back', async (t) => {
+  if (!requireTools(t, 'qemu-img', 'qemu-io', 'nbdinfo')) return;
+  const dir = await tempDir(t);
+  const disk = join(dir, 'vm.vhdx');
+  await exec('qemu-img', ['create', '-f', 'vhdx', disk, '64M']);
+  const sock = join(dir, 'v.sock');
+  const { child, ready, exited } = await startServe(t, [disk, '--socket', sock]);
+  const url = ready.exports[0]!.uri;
+  await exec('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5c 1M 2M', '-c', 'write -P 0x5d 40M 64k', '-c', 'write -z 1536k 64k', '-c', 'flush', url]);
+  const map = JSON.parse((await exec('nbdinfo', ['--map', '--json', url])).stdout) as Array<{ offset: number; length: number; type: number }>;
+  assert.equal(map.reduce((n, m) => n + m.length, 0), 64 * MiB);
+  assert.ok(map.some((m) => m.type & 2), 'unallocated VHDX blocks are reported as zero');
+  child.kill('SIGTERM');
+  assert.equal(await exited, 0);
+  await exec('qemu-img', ['check', '-f', 'vhdx', disk]);
+  const r = await exec('qemu-io', ['-r', '-f', 'vhdx', '-c', 'read -P 0x5c 1M 512k', '-c', 'read -P 0 1536k 64k', '-c', 'read -P 0x5c 1600k 1472k', '-c', 'read -P 0x5d 40M 64k', '-c', 'read -P 0 0 1M', disk]);
+  assert.doesNotMatch(r.stdout, /Pattern verification failed/);
 });

@@ -12,8 +12,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { requireTools, run, tempDir } from '../helpers/tools.js';
-import { bootGuest, assertGuestOk } from '../vm/guest.js';
+import { run, tempDir } from '../helpers/tools.js';
+import { bootGuest, assertGuestOk, requireVm } from '../vm/guest.js';
 import { debugfsCat } from '../vm/debugfs.js';
 
 const execFileP = promisify(execFile);
@@ -36,7 +36,7 @@ interface Ranges {
 }
 
 test('tidemark serve + a real guest: files land in the VHDX and rct changes (live and after stop) cover them', { timeout: 240_000 }, async (t) => {
-  if (!requireTools(t, 'qemu-system-x86_64', 'debugfs', 'qemu-img')) return;
+  if (!(await requireVm(t, 'debugfs', 'qemu-img'))) return;
   const dir = await tempDir(t);
   const disk = join(dir, 'guest.vhdx');
   await tidemark('disk', 'create', disk, '--size', '64M');

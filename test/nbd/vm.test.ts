@@ -15,8 +15,8 @@ import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
-import { requireTools, run, tempDir } from '../helpers/tools.js';
-import { bootGuest, assertGuestOk, type GuestRun } from '../vm/guest.js';
+import { run, tempDir } from '../helpers/tools.js';
+import { bootGuest, assertGuestOk, requireVm, type GuestRun } from '../vm/guest.js';
 import { debugfsCat, debugfsList } from '../vm/debugfs.js';
 import { NbdTap } from '../vm/NbdTap.js';
 import { CountingDevice } from '../vm/CountingDevice.js';
@@ -105,7 +105,7 @@ async function changesViaNbd(dev: TrackedDevice, dir: string, id: string): Promi
 }
 
 test('guest writes a filesystem onto a tracked VHDX over Tidemark NBD; files and RCT changes check out', { timeout: 300_000 }, async (t) => {
-  if (!requireTools(t, 'qemu-system-x86_64', 'debugfs', 'qemu-img', 'nbdinfo')) return;
+  if (!(await requireVm(t, 'debugfs', 'qemu-img', 'nbdinfo'))) return;
   const dir = await tempDir(t);
   const disk = join(dir, 'disk.vhdx');
   await createDisk(disk, { format: 'vhdx', size: SIZE });

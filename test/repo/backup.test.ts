@@ -90,11 +90,11 @@ test('a synthetic full (changed ranges whose content is already stored) writes o
   await dev.write(4 * MiB, original);
   const s1 = await runBackup(repo, { source, disks: [{ name: 'disk0', device: dev }] });
   await dev.write(4 * MiB + 16384 * 3, randomBytes(16384 * 2)); // change 2 chunks
-  const s2 = await runBackup(repo, { source, disks: [{ name: 'disk0', device: dev, previous: s1.disks[0], changedRanges: [{ offset: 4 * MiB + 16384 * 3, length: 16384 * 2 }] }] });
+  const s2 = await runBackup(repo, { source, parent: s1.id, disks: [{ name: 'disk0', device: dev, previous: s1.disks[0], changedRanges: [{ offset: 4 * MiB + 16384 * 3, length: 16384 * 2 }] }] });
   // Revert: the guest writes the old content back; RCT reports the range changed.
   await dev.write(4 * MiB + 16384 * 3, original.subarray(16384 * 3, 16384 * 5));
   const before = { chunks: await objectNames(backend, 'chunks'), index: await objectNames(backend, 'index'), snaps: await objectNames(backend, 'snapshots') };
-  const s3 = await runBackup(repo, { source, disks: [{ name: 'disk0', device: dev, previous: s2.disks[0], changedRanges: [{ offset: 4 * MiB + 16384 * 3, length: 16384 * 2 }] }] });
+  const s3 = await runBackup(repo, { source, parent: s2.id, disks: [{ name: 'disk0', device: dev, previous: s2.disks[0], changedRanges: [{ offset: 4 * MiB + 16384 * 3, length: 16384 * 2 }] }] });
   const after = { chunks: await objectNames(backend, 'chunks'), index: await objectNames(backend, 'index'), snaps: await objectNames(backend, 'snapshots') };
   assert.equal(after.chunks.size, before.chunks.size, 'no chunk written');
   assert.equal(after.snaps.size, before.snaps.size + 1, 'one manifest');
@@ -106,7 +106,7 @@ test('a synthetic full (changed ranges whose content is already stored) writes o
 
   // Copy existing content somewhere new: chunks dedup, only the leaf + path to the root are written.
   await dev.write(12 * MiB, original.subarray(0, 16384));
-  const s4 = await runBackup(repo, { source, disks: [{ name: 'disk0', device: dev, previous: s3.disks[0], changedRanges: [{ offset: 12 * MiB, length: 16384 }] }] });
+  const s4 = await runBackup(repo, { source, parent: s3.id, disks: [{ name: 'disk0', device: dev, previous: s3.disks[0], changedRanges: [{ offset: 12 * MiB, length: 16384 }] }] });
   const final = await objectNames(backend, 'index');
   assert.equal(s4.stats?.chunksWritten, 0);
   assert.equal(final.size - after.index.size, treeDepth(s4.disks[0]) + 1);
@@ -139,7 +139,7 @@ test('an interrupted backup leaves no visible snapshot, no lock, and verify pass
   const s1 = await runBackup(repo, { source, disks: [{ name: 'disk0', device: dev }] });
   await dev.write(MiB, randomBytes(2 * MiB));
   await assert.rejects(
-    runBackup(repo, { source, disks: [{ name: 'disk0', device: failingAfter(dev, 100), previous: s1.disks[0], changedRanges: [{ offset: MiB, length: 2 * MiB }] }] }),
+    runBackup(repo, { source, parent: s1.id, disks: [{ name: 'disk0', device: failingAfter(dev, 100), previous: s1.disks[0], changedRanges: [{ offset: MiB, length: 2 * MiB }] }] }),
     /simulated crash/,
   );
   assert.deepEqual([...(await objectNames(backend, 'snapshots'))], [s1.id]);
@@ -150,7 +150,7 @@ test('an interrupted backup leaves no visible snapshot, no lock, and verify pass
   const report = await verifyRepository(repo, { readData: true });
   assert.equal(report.ok, true);
   // The next backup completes and restores.
-  const s2 = await runBackup(repo, { source, disks: [{ name: 'disk0', device: dev, previous: s1.disks[0], changedRanges: [{ offset: MiB, length: 2 * MiB }] }] });
+  const s2 = await runBackup(repo, { source, parent: s1.id, disks: [{ name: 'disk0', device: dev, previous: s1.disks[0], changedRanges: [{ offset: MiB, length: 2 * MiB }] }] });
   assert.equal(await restoreHash(repo, s2.disks[0]), await deviceHash(dev));
 });
 
@@ -167,9 +167,9 @@ test('verify names a flipped chunk, index page and manifest, and the snapshots e
   await dev.write(0, randomBytes(MiB));
   const s1 = await runBackup(repo, { source, disks: [{ name: 'disk0', device: dev }] });
   await dev.write(2 * MiB, randomBytes(16384));
-  const s2 = await runBackup(repo, { source, disks: [{ name: 'disk0', device: dev, previous: s1.disks[0], changedRanges: [{ offset: 2 * MiB, length: 16384 }] }] });
+  const s2 = await runBackup(repo, { source, parent: s1.id, disks: [{ name: 'disk0', device: dev, previous: s1.disks[0], changedRanges: [{ offset: 2 * MiB, length: 16384 }] }] });
   await dev.write(3 * MiB, randomBytes(16384));
-  const s3 = await runBackup(repo, { source, disks: [{ name: 'disk0', device: dev, previous: s2.disks[0], changedRanges: [{ offset: 3 * MiB, length: 16384 }] }] });
+  const s3 = await runBackup(repo, { source, parent: s2.id, disks: [{ name: 'disk0', device: dev, previous: s2.disks[0], changedRanges: [{ offset: 3 * MiB, length: 16384 }] }] });
   assert.equal((await verifyRepository(repo, { readData: true })).ok, true);
 
   const { IndexTree } = await import('../../src/repo/IndexTree.js');

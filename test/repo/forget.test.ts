@@ -76,7 +76,7 @@ test('forget + prune: removes what only forgotten snapshots used, keeps the rest
   await dev.write(0, randomBytes(256 * 1024));
   const s1 = await runBackup(repo, { source: { id: 'vm', name: 'vm' }, disks: [{ name: 'disk0', device: dev }] });
   await dev.write(0, randomBytes(64 * 1024)); // s1-only chunks are now the old first 64 KiB
-  const s2 = await runBackup(repo, { source: { id: 'vm', name: 'vm' }, disks: [{ name: 'disk0', device: dev, previous: s1.disks[0], changedRanges: [{ offset: 0, length: 64 * 1024 }] }] });
+  const s2 = await runBackup(repo, { source: { id: 'vm', name: 'vm' }, parent: s1.id, disks: [{ name: 'disk0', device: dev, previous: s1.disks[0], changedRanges: [{ offset: 0, length: 64 * 1024 }] }] });
   const h2 = await deviceHash(dev);
   const chunksBefore = (await objectNames(backend, 'chunks')).size;
 
@@ -114,4 +114,25 @@ test('prune refuses to run while a backup holds a shared lock; backups refuse wh
   await assert.rejects(runBackup(repo, { source: { id: 'x', name: 'x' }, disks: [{ name: 'd', device: new MemoryDevice(65536) }] }), RepositoryLockedError);
   await excl.release();
   await runBackup(repo, { source: { id: 'x', name: 'x' }, disks: [{ name: 'd', device: new MemoryDevice(65536) }] });
+});
+
+test('an incremental whose parent was forgotten (and maybe pruned) is refused: no dangling references', async () => {
+  const { ParentMissingError } = await import('../../src/repo/errors.js');
+  const repo = await initRepo(new MemoryBackend(), { chunkSize: 8192, fanout: 8 });
+  const dev = new MemoryDevice(1024 * 1024);
+  await dev.write(0, randomBytes(100_000));
+  const s1 = await runBackup(repo, { source: { id: 'vm', name: 'vm' }, disks: [{ name: 'disk0', device: dev }] });
+  await repo.backend.remove('snapshots', s1.id);
+  await prune(repo, { graceMs: 0 });
+  await dev.write(0, randomBytes(10));
+  const incremental = { name: 'disk0', device: dev, previous: s1.disks[0], changedRanges: [{ offset: 0, length: 10 }] };
+  await assert.rejects(runBackup(repo, { source: { id: 'vm', name: 'vm' }, parent: s1.id, disks: [incremental] }), (e) => e instanceof ParentMissingError && e.exitCode === 6);
+  await assert.rejects(runBackup(repo, { source: { id: 'vm', name: 'vm' }, disks: [incremental] }), /needs the parent snapshot/);
+  assert.equal((await listSnapshots(repo)).length, 0);
+  // A full backup (no changed ranges) is the way out.
+  const s2 = await runBackup(repo, { source: { id: 'vm', name: 'vm' }, disks: [{ name: 'disk0', device: dev }] });
+  assert.equal((await verifyRepository(repo, { readData: true })).ok, true);
+  const target = new MemoryDevice(dev.size);
+  await restoreDevice(repo, s2.disks[0], target);
+  assert.deepEqual(await target.read(0, 200_000), await dev.read(0, 200_000));
 });

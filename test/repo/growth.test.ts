@@ -77,7 +77,7 @@ test('scattered 64 KiB writes over DENSE data (no zeros to compress away) still 
   const s1 = await runBackup(repo, { source, disks: [{ name: 'disk0', device: dev }] });
   for (const o of offsets) await dev.write(o, randomBytes(64 * KiB));
   const before = await totals(backend);
-  await runBackup(repo, { source, disks: [{ name: 'disk0', device: dev, previous: s1.disks[0], changedRanges: offsets.map((o) => rctBlocks(o, 64 * KiB)) }] });
+  await runBackup(repo, { source, parent: s1.id, disks: [{ name: 'disk0', device: dev, previous: s1.disks[0], changedRanges: offsets.map((o) => rctBlocks(o, 64 * KiB)) }] });
   const after = await totals(backend);
   const ratio = (after.chunks + after.index + after.snapshots - before.chunks - before.index - before.snapshots) / (offsets.length * 64 * KiB);
   console.log(`dense: ${offsets.length} x 64 KiB writes at 4 KiB alignment, ${C / KiB} KiB chunks: ${ratio.toFixed(2)}x`);

@@ -77,3 +77,24 @@ test('concurrent putChunk of the same content stores it once', async () => {
   assert.equal(new Set(ds).size, 1);
   assert.equal(repo.stats.chunksWritten, 1);
 });
+
+test('codec worker threads produce the same objects as inline encoding (encrypted repo)', async () => {
+  const { MemoryDevice } = await import('../../src/blockdev/MemoryDevice.js');
+  const { backupDevice } = await import('../../src/repo/backupDevice.js');
+  const { restoreDevice } = await import('../../src/repo/restoreDevice.js');
+  const backend = new MemoryBackend();
+  await initRepo(backend, { passphrase: 'pw', chunkSize: 8192 });
+  const dev = new MemoryDevice(1 << 20);
+  await dev.write(1000, randomBytes(300_000));
+  const pooled = await Repository.open(backend, { passphrase: 'pw', workers: 2 });
+  const a = await backupDevice(pooled, dev);
+  await pooled.close();
+  assert.ok(a.stats.chunksWritten > 30);
+  const inline = await Repository.open(backend, { passphrase: 'pw' });
+  const b = await backupDevice(inline, dev);
+  assert.equal(b.disk.indexRoot, a.disk.indexRoot, 'same digests either way');
+  assert.equal(b.stats.chunksWritten, 0, 'inline finds every chunk the workers stored');
+  const target = new MemoryDevice(1 << 20);
+  await restoreDevice(inline, a.disk, target);
+  assert.deepEqual(await target.read(0, 1 << 20), await dev.read(0, 1 << 20));
+});

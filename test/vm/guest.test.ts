@@ -6,8 +6,8 @@ import { existsSync } from 'node:fs';
 import { readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import { requireTools, tempDir } from '../helpers/tools.js';
-import { bootGuest, assertGuestOk, nbdBlockdev, parseResults, parseScriptStatus, qemuArgs, VmError } from './guest.js';
+import { tempDir } from '../helpers/tools.js';
+import { bootGuest, assertGuestOk, requireVm, nbdBlockdev, parseResults, parseScriptStatus, qemuArgs, VmError } from './guest.js';
 import { debugfsCat, debugfsList } from './debugfs.js';
 import { NbdTap } from './NbdTap.js';
 
@@ -60,7 +60,7 @@ test('pure parts: results, end marker, NBD URL forms, command line', () => {
 });
 
 test('guest makes ext2 on an NBD disk served by qemu-nbd; host reads the files back', { timeout: 180_000 }, async (t) => {
-  if (!requireTools(t, 'qemu-system-x86_64', 'qemu-nbd', 'debugfs')) return;
+  if (!(await requireVm(t, 'qemu-nbd', 'debugfs'))) return;
   const dir = await tempDir(t);
   const image = join(dir, 'disk.raw');
   await writeFile(image, '');
@@ -111,7 +111,7 @@ test('guest makes ext2 on an NBD disk served by qemu-nbd; host reads the files b
 });
 
 test('a raw file disk: guest writes are visible on the host; a failing script is reported, not thrown', { timeout: 180_000 }, async (t) => {
-  if (!requireTools(t, 'qemu-system-x86_64')) return;
+  if (!(await requireVm(t))) return;
   const dir = await tempDir(t);
   const image = join(dir, 'disk.raw');
   await writeFile(image, Buffer.alloc(1024 * 1024, 0xee));
@@ -138,7 +138,7 @@ test('a raw file disk: guest writes are visible on the host; a failing script is
 });
 
 test('a guest that does not power off is killed at the timeout', { timeout: 180_000 }, async (t) => {
-  if (!requireTools(t, 'qemu-system-x86_64')) return;
+  if (!(await requireVm(t))) return;
   // The timeout fires while the guest is still booting or in the script: either way QEMU must die
   // promptly and the error must say what happened.
   const started = Date.now();
@@ -150,7 +150,7 @@ test('a guest that does not power off is killed at the timeout', { timeout: 180_
 });
 
 test('QEMU failing before the script (no NBD server) rejects with its stderr', { timeout: 60_000 }, async (t) => {
-  if (!requireTools(t, 'qemu-system-x86_64')) return;
+  if (!(await requireVm(t))) return;
   const dir = await tempDir(t);
   await assert.rejects(
     bootGuest({ disks: [{ nbdUrl: `nbd+unix:///?socket=${join(dir, 'nobody.sock')}` }], script: 'true' }),

@@ -10,14 +10,16 @@
  * server as NBD_CMD_TRIM and zero writes as NBD_CMD_WRITE_ZEROES; a guest `sync` sends FLUSH.
  *
  * The script runs with GUEST_LIB prepended: `result KEY VALUE` prints `TIDEMARK-RESULT KEY=VALUE`,
- * which `bootGuest` collects into `results`.
+ * which `bootGuest` collects into `results`. TIDEMARK_VM_CONSOLE=1 echoes the console to stderr live.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { TestContext } from 'node:test';
+import { requireTools } from '../helpers/tools.js';
 
 export interface VmAssets {
   kernel: string;
@@ -184,6 +186,12 @@ export function findAssetsScript(): string {
 
 let assetsPromise: Promise<VmAssets> | undefined;
 
+/** QEMU processes still running; killed if the test process exits first (a cancelled test). */
+const live = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const c of live) c.kill('SIGKILL');
+});
+
 /**
  * Build (first call in a process; the script itself is idempotent and locked) or reuse the kernel
  * and initramfs. Rejects with VmError carrying the script's stderr when it fails.
@@ -222,6 +230,22 @@ function buildAssets(): Promise<VmAssets> {
   });
 }
 
+/**
+ * For tests: true when QEMU and the boot assets are available. Like requireTools: outside CI a
+ * missing tool or an asset build failure skips `t` with the reason; under CI=true it throws.
+ */
+export async function requireVm(t: TestContext, ...moreTools: string[]): Promise<boolean> {
+  if (!requireTools(t, 'qemu-system-x86_64', ...moreTools)) return false;
+  try {
+    await ensureVmAssets();
+    return true;
+  } catch (err) {
+    if (process.env.CI === 'true') throw err;
+    t.skip(`VM assets unavailable: ${(err as Error).message}`);
+    return false;
+  }
+}
+
 /** The last `lines` lines of a console log, for error messages. */
 export function consoleTail(consoleLog: string, lines = 40): string {
   return consoleLog.split('\n').slice(-lines).join('\n');
@@ -244,10 +268,15 @@ export async function bootGuest(opts: BootOptions): Promise<GuestRun> {
     const started = Date.now();
     const { out, err, code, signal, timedOut } = await new Promise<{ out: string; err: string; code: number | null; signal: string | null; timedOut: boolean }>((res, rej) => {
       const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      live.add(child);
       let o = '';
       let e = '';
       let timedOutFlag = false;
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (o += d));
+      const echo = process.env.TIDEMARK_VM_CONSOLE === '1';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        o += d;
+        if (echo) process.stderr.write(d);
+      });
       child.stderr.setEncoding('utf8').on('data', (d: string) => (e += d));
       const timer = setTimeout(() => {
         timedOutFlag = true;
@@ -255,10 +284,12 @@ export async function bootGuest(opts: BootOptions): Promise<GuestRun> {
       }, timeoutMs);
       child.on('error', (error) => {
         clearTimeout(timer);
+        live.delete(child);
         rej(new VmError(`cannot start qemu-system-x86_64: ${error.message} (apt-get install qemu-system-x86)`));
       });
       child.on('close', (c, s) => {
         clearTimeout(timer);
+        live.delete(child);
         res({ out: o, err: e, code: c, signal: s, timedOut: timedOutFlag });
       });
     });
