@@ -25,6 +25,11 @@ export interface Backend {
   list(type: ObjectType): AsyncIterable<string>;
   remove(type: ObjectType, name: string): Promise<void>;
   stat(type: ObjectType, name: string): Promise<ObjectInfo>;
+  /**
+   * Optional: remove leftovers of puts interrupted by a crash (temp files) older than `olderThanMs`.
+   * Resolves how many were removed. Prune calls it under its exclusive lock.
+   */
+  cleanup?(olderThanMs: number): Promise<number>;
 }
 
 /** The kinds of object a repository stores. */

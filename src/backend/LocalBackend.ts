@@ -99,6 +99,20 @@ export class LocalBackend implements Backend {
     }
   }
 
+  async cleanup(olderThanMs: number): Promise<number> {
+    const dir = join(this.root, 'tmp');
+    let n = 0;
+    for (const name of await readdirOrEmpty(dir)) {
+      const p = join(dir, name);
+      const st = await stat(p).catch(() => null);
+      if (st && Date.now() - st.mtimeMs >= olderThanMs) {
+        await unlink(p).catch(() => undefined);
+        n++;
+      }
+    }
+    return n;
+  }
+
   private async writeTemp(tmp: string, data: Uint8Array): Promise<void> {
     let fh;
     try {

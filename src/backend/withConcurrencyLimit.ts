@@ -31,6 +31,7 @@ export function withConcurrencyLimit(next: Backend, n: number): Backend {
   }
   return {
     location: next.location,
+    ...(next.cleanup ? { cleanup: (ms: number) => limited(() => next.cleanup!(ms)) } : {}),
     put: (t, name, d) => limited(() => next.put(t, name, d)),
     get: (t, name) => limited(() => next.get(t, name)),
     has: (t, name) => limited(() => next.has(t, name)),

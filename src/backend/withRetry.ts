@@ -39,6 +39,7 @@ export function withRetry(next: Backend, opts: RetryOptions = {}): Backend {
   }
   return {
     location: next.location,
+    ...(next.cleanup ? { cleanup: (ms: number) => attempt('cleanup', () => next.cleanup!(ms)) } : {}),
     put: (t, n, d) => attempt('put', () => next.put(t, n, d)),
     get: (t, n) => attempt('get', () => next.get(t, n)),
     has: (t, n) => attempt('has', () => next.has(t, n)),

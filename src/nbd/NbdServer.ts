@@ -5,6 +5,7 @@
  *
  * The server does not own the devices: close() flushes them, the caller closes them.
  */
+import { unlink } from 'node:fs/promises';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { BlockDevice } from '../blockdev/BlockDevice.js';
@@ -95,29 +96,40 @@ export class NbdServer {
     }
   }
 
-  /** Start listening; resolves with the bound address (port 0 picks a free port). */
+  /**
+   * Start listening; resolves with the bound address (port 0 picks a free port). A unix socket path left
+   * behind by a server that died (nothing accepts on it) is replaced; a live one is InUse.
+   * Throws NbdConfigError (address in use, permission, bad host).
+   */
   async listen(target: ListenTarget): Promise<net.AddressInfo | string> {
     if (this.server) throw new NbdConfigError('listen() called twice');
     const server = net.createServer({ noDelay: true }, (s) => this.accept(s));
     this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      const onErr = (err: NodeJS.ErrnoException): void => {
-        const where = 'path' in target ? target.path : `${target.host ?? '127.0.0.1'}:${target.port}`;
-        reject(
-          err.code === 'EADDRINUSE'
-            ? new NbdConfigError(`${where} is already in use; pick another address or stop the other server`, { where })
-            : new NbdConfigError(`cannot listen on ${where}: ${err.message}`, { where }),
-        );
-      };
-      server.once('error', onErr);
-      const done = (): void => {
-        server.removeListener('error', onErr);
-        server.on('error', (err) => this.log(`nbd: server error: ${err.message}`));
-        resolve();
-      };
-      if ('path' in target) server.listen(target.path, done);
-      else server.listen(target.port, target.host ?? '127.0.0.1', done);
-    });
+    const where = 'path' in target ? target.path : `${target.host ?? '127.0.0.1'}:${target.port}`;
+    const attempt = (): Promise<void> =>
+      new Promise<void>((resolve, reject) => {
+        const onErr = (err: NodeJS.ErrnoException): void => reject(err);
+        server.once('error', onErr);
+        const done = (): void => {
+          server.removeListener('error', onErr);
+          resolve();
+        };
+        if ('path' in target) server.listen(target.path, done);
+        else server.listen(target.port, target.host ?? '127.0.0.1', done);
+      });
+    try {
+      await attempt().catch(async (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EADDRINUSE' || !('path' in target) || (await isLiveSocket(target.path))) throw err;
+        await unlink(target.path);
+        await attempt();
+      });
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw err.code === 'EADDRINUSE'
+        ? new NbdConfigError(`${where} is already in use; pick another address or stop the other server`, { where })
+        : new NbdConfigError(`cannot listen on ${where}: ${err.message}`, { where });
+    }
+    server.on('error', (err) => this.log(`nbd: server error: ${err.message}`));
     return this.address()!;
   }
 
@@ -175,6 +187,18 @@ export class NbdServer {
     }
     if (errors.length > 0) throw errors[0];
   }
+}
+
+/** Whether something accepts connections on a unix socket path. */
+function isLiveSocket(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code !== 'ECONNREFUSED' && err.code !== 'ENOENT'));
+  });
 }
 
 /** Transmission flags for an export (SEND_DF is added by the handshake when structured replies are on). */

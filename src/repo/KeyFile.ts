@@ -77,7 +77,7 @@ export async function openKeyFile(bytes: Uint8Array, passphrase: string): Promis
   } catch {
     throw new Error('not JSON');
   }
-  if (j?.version !== 1 || j.kdf !== 'scrypt' || ![j.N, j.r, j.p].every((x) => Number.isInteger(x) && x > 0) || j.N > 2 ** 22 || j.r * j.p > 1024) {
+  if (j?.version !== 1 || j.kdf !== 'scrypt' || ![j.N, j.r, j.p].every((x) => Number.isInteger(x) && x > 0) || j.N > 2 ** 20 || j.r > 32 || j.p > 16) {
     throw new Error('unsupported key file (version/kdf/parameters)');
   }
   const salt = Buffer.from(j.salt, 'base64');

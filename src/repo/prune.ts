@@ -57,6 +57,8 @@ export interface PruneResult {
   bytesFreed: number;
   /** Unreferenced objects kept because they are younger than the grace period. */
   keptYoung: number;
+  /** Leftovers of interrupted puts removed by the backend (older than the grace period). */
+  tempFilesRemoved: number;
 }
 
 export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<PruneResult> {
@@ -75,7 +77,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
         }
       }
     }
-    const result: PruneResult = { snapshots: snapshots.length, referencedPages: pages.size, referencedChunks: chunks.size, removedChunks: 0, removedPages: 0, bytesFreed: 0, keptYoung: 0 };
+    const result: PruneResult = { snapshots: snapshots.length, referencedPages: pages.size, referencedChunks: chunks.size, removedChunks: 0, removedPages: 0, bytesFreed: 0, keptYoung: 0, tempFilesRemoved: 0 };
     for (const [type, marked] of [['chunks', chunks], ['index', pages]] as const) {
       const names: string[] = [];
       for await (const name of repo.backend.list(type)) if (!marked.has(name)) names.push(name);
@@ -93,6 +95,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
         opts.onProgress?.({ phase: 'sweep', done: result.removedChunks + result.removedPages });
       }
     }
+    if (!opts.dryRun && repo.backend.cleanup) result.tempFilesRemoved = await repo.backend.cleanup(grace);
     repo.forgetCache();
     return result;
   } finally {

@@ -145,6 +145,7 @@ export class VhdxDevice implements BlockDevice {
     let lss = opts.logicalSectorSize ?? 512;
     let pss = opts.physicalSectorSize ?? 4096;
     let parentEntries: Map<string, string> | undefined;
+    let diskId = newGuid();
     if (opts.parent !== undefined) {
       if (type === 'fixed') throw new UsageError('a differencing disk cannot be fixed');
       const parent = await VhdxDevice.open(opts.parent, { readOnly: true }).catch((e: unknown) => {
@@ -157,11 +158,13 @@ export class VhdxDevice implements BlockDevice {
         lss = pi.logicalSectorSize as 512 | 4096;
         pss = pi.physicalSectorSize as 512 | 4096;
         blockSize = opts.blockSize ?? pi.blockSize;
+        // Forking copies the virtual-disk metadata (size, sector sizes, disk id) from the parent.
+        diskId = pi.diskId;
         const abs = resolve(opts.parent);
         let rel = relative(dirname(resolve(path)), abs);
         if (!rel.startsWith('..')) rel = `./${rel}`;
         parentEntries = new Map([
-          [KEY_LINKAGE, `{${pi.dataWriteGuid.toUpperCase()}}`],
+          [KEY_LINKAGE, `{${pi.dataWriteGuid.toLowerCase()}}`],
           [KEY_RELATIVE, rel.replace(/\//g, '\\')],
           [KEY_LINUX, abs],
         ]);
@@ -177,12 +180,15 @@ export class VhdxDevice implements BlockDevice {
       throw new UsageError(`block size ${blockSize} must be a power of two between 1 MiB and 256 MiB`);
     }
     const built = buildVhdxLayout({
-      size, blockSize, logicalSectorSize: lss, physicalSectorSize: pss, fixed: type === 'fixed', diskId: newGuid(),
+      size, blockSize, logicalSectorSize: lss, physicalSectorSize: pss, fixed: type === 'fixed', diskId,
       fileWriteGuid: newGuid(), dataWriteGuid: newGuid(), parentEntries,
     });
     // Write a temporary file, make it durable, then link it into place (fails if `path` exists).
     const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-    const fh = await fsOpen(tmp, 'wx');
+    const fh = await fsOpen(tmp, 'wx').catch((e: unknown) => {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`directory ${dirname(path)}`);
+      throw e;
+    });
     try {
       for (const [off, buf] of built.writes) await fh.write(buf, 0, buf.length, off);
       await fh.truncate(built.fileSize);
@@ -226,12 +232,16 @@ export class VhdxDevice implements BlockDevice {
         // Replay (if anything is there) and mark the log empty: FileWriteGuid changes, DataWriteGuid does not
         // (the replay completes changes the crashed session already announced).
         if (logWasDirty) fileSize = await applyLogEntries(fh, entries, fileSize);
-        const h: VhdxHeader = { ...header, sequenceNumber: header.sequenceNumber + 1n, logGuid: ZERO_GUID, fileWriteGuid: newGuid() };
-        const s = (1 - slot) as 0 | 1;
-        await fh.write(headerToBuffer(h), 0, 4096, HEADER_OFFSETS[s]);
-        await fh.datasync();
-        header = h;
-        slot = s;
+        const fwg = newGuid();
+        for (let k = 0; k < 2; k++) {
+          // Both slots, so that neither can fall back to a header naming the replayed log.
+          const h: VhdxHeader = { ...header, sequenceNumber: header.sequenceNumber + 1n, logGuid: ZERO_GUID, fileWriteGuid: fwg };
+          const s = (1 - slot) as 0 | 1;
+          await fh.write(headerToBuffer(h), 0, 4096, HEADER_OFFSETS[s]);
+          await fh.datasync();
+          header = h;
+          slot = s;
+        }
       } else if (logWasDirty) {
         throw new VhdxDirtyLogError(name);
       }
@@ -403,7 +413,7 @@ export class VhdxDevice implements BlockDevice {
         if (!this.readOnly && this.touched) {
           await this.flushLocked();
           await this.fh.datasync();
-          if (!guidEq(this.header.logGuid, ZERO_GUID)) await this.writeHeader({ logGuid: ZERO_GUID });
+          if (!guidEq(this.header.logGuid, ZERO_GUID)) await this.writeHeader({ logGuid: ZERO_GUID }, true);
         }
       } finally {
         this.closed = true;
@@ -635,13 +645,19 @@ export class VhdxDevice implements BlockDevice {
     this.touched = true;
   }
 
-  private async writeHeader(change: Partial<VhdxHeader>): Promise<void> {
-    const h: VhdxHeader = { ...this.header, ...change, sequenceNumber: this.header.sequenceNumber + 1n };
-    const slot = (1 - this.headerSlot) as 0 | 1;
-    await this.fh.write(headerToBuffer(h), 0, 4096, HEADER_OFFSETS[slot]);
-    await this.fh.datasync();
-    this.header = h;
-    this.headerSlot = slot;
+  /**
+   * Write `change` as a new header into the inactive slot (sequence + 1) and fdatasync. With `both`, write it
+   * again into the other slot (sequence + 2), so that a later bad slot falls back to this same state.
+   */
+  private async writeHeader(change: Partial<VhdxHeader>, both = false): Promise<void> {
+    for (let k = 0; k < (both ? 2 : 1); k++) {
+      const h: VhdxHeader = { ...this.header, ...change, sequenceNumber: this.header.sequenceNumber + 1n };
+      const slot = (1 - this.headerSlot) as 0 | 1;
+      await this.fh.write(headerToBuffer(h), 0, 4096, HEADER_OFFSETS[slot]);
+      await this.fh.datasync();
+      this.header = h;
+      this.headerSlot = slot;
+    }
   }
 
   /** New space at the end of the file (1 MiB aligned, zero-filled). */

@@ -81,3 +81,17 @@ test('LocalBackend: ENOSPC from an injected file handle leaves nothing and throw
   // The same name stores fine once space is back.
   assert.equal(await new LocalBackend(dir).put('chunks', name, Buffer.alloc(4096, 1)), true);
 });
+
+test('LocalBackend.cleanup removes old leftovers of interrupted puts, keeps young ones', async (t) => {
+  const dir = await tempDir(t);
+  const b = new LocalBackend(dir);
+  await b.put('chunks', 'aa'.repeat(32), Buffer.from('x'));
+  const { writeFile, utimes } = await import('node:fs/promises');
+  await writeFile(join(dir, 'tmp', 'old.partial'), 'half');
+  await writeFile(join(dir, 'tmp', 'young.partial'), 'half');
+  const past = new Date(Date.now() - 3 * 3600_000);
+  await utimes(join(dir, 'tmp', 'old.partial'), past, past);
+  assert.equal(await b.cleanup(2 * 3600_000), 1);
+  assert.deepEqual(await readdir(join(dir, 'tmp')), ['young.partial']);
+  assert.equal(await b.has('chunks', 'aa'.repeat(32)), true);
+});

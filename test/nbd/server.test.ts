@@ -2,6 +2,8 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { join } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
 import { NbdServer, type ExportSpec } from '../../src/nbd/NbdServer.js';
 import * as P from '../../src/nbd/protocol.js';
 import { encodeRequestHeader } from '../../src/nbd/transmissionCodec.js';
@@ -322,4 +324,23 @@ test('devices offering readInto are read into recycled buffers, replies stay cor
   }
   assert.equal(intoCalls, 48);
   assert.equal(dev.calls.filter((c) => c.op === 'read').length, 0, 'the allocating read path was not used');
+});
+
+test('unix socket: a stale socket file is replaced, a live one is refused, close removes it', async (t) => {
+  const dir = await tempDir(t);
+  const path = join(dir, 'stale.sock');
+  // A socket file nobody accepts on: what a crashed server leaves (a child listens, then is SIGKILLed).
+  const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => console.log('up'))`], { stdio: ['ignore', 'pipe', 'ignore'] });
+  await new Promise<void>((r) => child.stdout!.once('data', () => r()));
+  child.kill('SIGKILL');
+  await new Promise((r) => child.once('exit', r));
+  assert.ok((await stat(path)).isSocket(), 'the stale socket file is there');
+  const a = new NbdServer({ exports: [{ name: 'd', device: new ProbeDevice(MiB) }] });
+  assert.equal(await a.listen({ path }), path);
+  const b = new NbdServer({ exports: [{ name: 'd', device: new ProbeDevice(MiB) }] });
+  await assert.rejects(b.listen({ path }), /already in use/);
+  const c = await RawClient.open({ path }, { name: 'd' });
+  c.close();
+  await a.close();
+  await assert.rejects(RawClient.connect({ path }));
 });

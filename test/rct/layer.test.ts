@@ -123,3 +123,27 @@ test('after a crash, regions written before the last persist are answered at fin
   assert.deepEqual(await again.changes(id, id2), [{ offset: 2 * MiB + 4096, length: 4096 }]);
   await again.close();
 });
+
+test('a sparse 3 TiB disk: offsets past 2^32 blocks and 2^41 bytes, persisted and recovered', async (t) => {
+  const dir = await tempDir(t, 'tidemark-rct-big-');
+  const disk = join(dir, 'disk');
+  await writeFile(disk, '');
+  await enableTracking(disk, { blockSize: 512 }); // 512 B blocks: block numbers above 2^32
+  const size = 3 * 2 ** 40 + 4096;
+  const mem = new MemoryDevice(size);
+  let dev = await openTracked(keepOpen(mem), disk, { persistIntervalMs: 0 });
+  assert.equal(dev.status().regionSize, 128 * MiB, '3 TiB: regions doubled to keep the table at <= 32768 entries');
+  const id = await dev.seal();
+  await dev.write(size - 1000, Buffer.alloc(1000, 1));
+  await dev.zero(2 ** 41 + 512 * 7, 512);
+  await dev.close();
+  dev = await openTracked(keepOpen(mem), disk, { persistIntervalMs: 0 });
+  assert.deepEqual(await dev.changes(id), [{ offset: 2 ** 41 + 512 * 7, length: 512 }, { offset: size - 1024, length: 1024 }]);
+  await dev.write(2 ** 41 + 3 * MiB, Buffer.alloc(1));
+  await dev.tracker.abandon();
+  dev = await openTracked(keepOpen(mem), disk, { persistIntervalMs: 0 });
+  const got = await dev.changes(id);
+  assert.ok(got.some((r) => r.offset <= 2 ** 41 + 3 * MiB && r.offset + r.length > 2 ** 41 + 3 * MiB), 'crash: the write near 2 TiB is covered');
+  assert.ok(got.some((r) => r.offset === size - 1024));
+  await dev.close();
+});

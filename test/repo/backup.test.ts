@@ -227,3 +227,20 @@ test('backupDevice rejects changed ranges without a previous entry, outside the 
   await assert.rejects(backupDevice(repo, dev, { previous: disk, changedRanges: [{ offset: MiB - 10, length: 11 }] }), DiskMismatchError);
   await assert.rejects(backupDevice(repo, new MemoryDevice(2 * MiB), { previous: disk, changedRanges: [] }), /resized disk needs a full backup/);
 });
+
+test('backupDevice reports progress and stops on abort', async () => {
+  const { MemoryBackend } = await import('../../src/backend/MemoryBackend.js');
+  const repo = await initRepo(new MemoryBackend(), { chunkSize: 4096 });
+  const dev = new MemoryDevice(MiB);
+  await dev.write(0, randomBytes(MiB));
+  const seen: number[] = [];
+  const r = await backupDevice(repo, dev, { onProgress: (p) => seen.push(p.chunksDone) });
+  assert.equal(seen.length, 256);
+  assert.equal(seen[255], 256);
+  assert.equal(r.stats.bytesRead, MiB);
+  const ac = new AbortController();
+  await assert.rejects(
+    backupDevice(repo, dev, { signal: ac.signal, onProgress: (p) => p.chunksDone === 10 && ac.abort(new Error('user cancelled')) }),
+    /user cancelled/,
+  );
+});

@@ -12,6 +12,12 @@ runContract('VhdxDevice fixed 512', async (t, size) => {
   return { device, reopen: () => VhdxDevice.open(path) };
 }, { sizes: [MiB, MiB + 12 * KiB], largeSize: 0 });
 
+runContract('VhdxDevice fixed 4096', async (t, size) => {
+  const path = join(await tempDir(t, 'vhdx-contract-'), 'disk.vhdx');
+  const device = await VhdxDevice.create(path, { size, type: 'fixed', blockSize: 2 * MiB, logicalSectorSize: 4096 });
+  return { device, reopen: () => VhdxDevice.open(path) };
+}, { sizes: [MiB + 12 * KiB], largeSize: 0 });
+
 runContract('VhdxDevice read-only', async (t, size) => {
   const path = join(await tempDir(t, 'vhdx-contract-'), 'disk.vhdx');
   const w = await VhdxDevice.create(path, { size, blockSize: MiB });

@@ -122,8 +122,10 @@ test('a parent modified after the child was made (tampered chain) is detected', 
   const dir = await tempDir(t, 'vhdx-diff-');
   const base = await VhdxDevice.create(join(dir, 'base.vhdx'), { size: 2 * MiB, blockSize: MiB });
   await base.close();
+  const baseId = base.info().diskId;
   const child = await VhdxDevice.create(join(dir, 'child.avhdx'), { size: 0, parent: join(dir, 'base.vhdx') });
   const linkage = child.info().parent!.linkage;
+  assert.equal(child.info().diskId, baseId, 'a fork copies the virtual disk id');
   await child.close();
   // Opening the parent read-write without writing keeps the chain valid.
   await (await VhdxDevice.open(join(dir, 'base.vhdx'))).close();

@@ -136,3 +136,18 @@ test('interop: qemu 7.2 refuses our differencing disks (no parent locator suppor
   // The base stays a plain VHDX qemu accepts.
   assert.equal(run('qemu-img', ['check', '-f', 'vhdx', join(dir, 'base.vhdx')], { allowFail: true }).status, 0);
 });
+
+test('interop: a sparse 3 TiB dynamic disk with data past 2 TiB passes qemu-img check and qemu-io reads our bytes', async (t) => {
+  if (!requireTools(t, 'qemu-img', 'qemu-io')) return;
+  const dir = await tempDir(t, 'vhdx-interop-');
+  const path = join(dir, 'big.vhdx');
+  const size = 3 * 2 ** 40;
+  const dev = await VhdxDevice.create(path, { size, blockSize: 32 * MiB });
+  await dev.write(2.5 * 2 ** 40 + 4096, Buffer.alloc(65536, 0x7e));
+  await dev.write(size - 512, Buffer.alloc(512, 0x3c));
+  await dev.close();
+  assert.equal(run('qemu-img', ['check', '-f', 'vhdx', path], { allowFail: true }).status, 0);
+  const r = run('qemu-io', ['-r', '-f', 'vhdx', '-c', `read -P 0x7e ${2.5 * 2 ** 40 + 4096} 65536`, '-c', `read -P 0x3c ${size - 512} 512`, '-c', `read -P 0 ${2 ** 40} 65536`, path], { allowFail: true });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.doesNotMatch(r.stdout, /Pattern verification failed/);
+});

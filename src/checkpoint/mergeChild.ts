@@ -1,0 +1,63 @@
+/**
+ * Merge a checkpoint's differencing disk back into its parent *through change tracking*.
+ *
+ * Why not mergeVhdx: mergeVhdx writes the parent with a plain VhdxDevice, so the parent's RCT sees an
+ * outside writer (DataWriteGuid changed) and restarts, invalidating every reference point. Here the
+ * parent is opened with openTrackedDisk, so every merged sector is recorded as a change after the
+ * newest sealed RCT ID — exactly what the next differential export must read.
+ *
+ * Crash safety: the child never changes and the copy rewrites the same bytes, so re-running after a
+ * crash resumes (idempotent). The child is deleted last; a missing child means the merge completed.
+ */
+import { rm, stat, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { DiskLock } from '../blockdev/DiskLock.js';
+import { openTrackedDisk } from '../rct/openTrackedDisk.js';
+import { fsyncDir } from '../rct/atomicWriteFile.js';
+import { VhdxDevice } from '../vhdx/VhdxDevice.js';
+import { PAYLOAD_FULLY_PRESENT, PAYLOAD_PARTIALLY_PRESENT, PAYLOAD_UNMAPPED, PAYLOAD_ZERO } from '../vhdx/format/constants.js';
+
+const CHUNK = 4 * 1024 * 1024;
+
+export const exists = (p: string) => stat(p).then(() => true, () => false);
+
+/** Copy every sector `child` holds into `parent` (tracked) and delete `child`. No-op when `child` is gone. */
+export async function mergeChild(child: string, parent: string): Promise<void> {
+  if (!(await exists(child))) return;
+  const plock = await DiskLock.acquire(parent, { exclusive: true, holder: 'tidemark checkpoint merge' });
+  try {
+    const c = await VhdxDevice.openInternal(child, { readOnly: true, skipParent: true });
+    try {
+      const p = await openTrackedDisk(parent);
+      try {
+        const bs = c.info().blockSize;
+        const size = c.size;
+        for (let b = 0; b * bs < size; b++) {
+          const e = c.blockEntry(b);
+          const start = b * bs;
+          const len = Math.min(bs, size - start);
+          if (e.state === PAYLOAD_FULLY_PRESENT) {
+            for (let o = 0; o < len; o += CHUNK) {
+              const n = Math.min(CHUNK, len - o);
+              await p.write(start + o, await c.read(start + o, n));
+            }
+          } else if (e.state === PAYLOAD_PARTIALLY_PRESENT) {
+            for (const [pos, n, present] of await c.presentRuns(b, start, len)) if (present) await p.write(pos, await c.read(pos, n));
+          } else if (e.state === PAYLOAD_ZERO || e.state === PAYLOAD_UNMAPPED) {
+            await p.zero(start, len);
+          }
+        }
+        await p.flush();
+      } finally {
+        await p.close();
+      }
+    } finally {
+      await c.close();
+    }
+    await unlink(child);
+    await rm(`${child}.lock`, { force: true });
+    await fsyncDir(dirname(child));
+  } finally {
+    await plock.release();
+  }
+}

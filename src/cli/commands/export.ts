@@ -1,0 +1,28 @@
+import type { Command } from 'commander';
+import { ExitCode } from '../../errors.js';
+import { exportMachines } from '../../export/exportMachine.js';
+import { verifyExport } from '../../export/verifyExport.js';
+import { printResult } from '../output.js';
+import { HOME_FLAGS, HOME_HELP, homeOf } from './vm.js';
+
+/** `tidemark export <vm|group> <dir>` and `tidemark export verify <dir>`. */
+export function register(program: Command): void {
+  const ex = program.command('export').description('export machines (configuration + disks) from a backup checkpoint; `export verify <dir>` re-checks one')
+    .argument('<vm|group>').argument('<dir>', 'new or empty directory')
+    .option('--since <refpoint|dir>', 'differential: only blocks changed since this reference point (or the previous export directory)')
+    .option('--merge', 'with --since: write full VHDX files (the chain merged) instead of differencing ones')
+    .option(HOME_FLAGS, HOME_HELP).option('--json', 'print as JSON')
+    .action(async (ref: string, dir: string, o: { since?: string; merge?: boolean; home?: string; json?: boolean }) => {
+      const r = await exportMachines(homeOf(o), ref, dir, { ...(o.since ? { since: o.since } : {}), merge: !!o.merge });
+      for (const x of r) for (const w of x.manifest.warnings) process.stderr.write(`tidemark: warning: ${x.manifest.machine.name}: ${w}\n`);
+      printResult(o.json, r, () => r.map((x) => `exported ${x.manifest.machine.name} (${x.manifest.kind}) to ${x.dir}; reference point ${x.manifest.refpoint.id}\n` +
+        x.manifest.disks.map((d) => `  disk ${d.slot}: ${d.file} ${d.mode}, ${d.copied} bytes copied, sha256 ${d.sha256}`).join('\n')).join('\n'));
+    });
+  ex.command('verify <dir>').description(`re-hash an export's disks and compare with its manifest (exit ${ExitCode.DIFFERENT} on a mismatch)`)
+    .option('--json', 'print as JSON')
+    .action(async (dir: string, o: { json?: boolean }) => {
+      const r = await verifyExport(dir);
+      printResult(o.json, r, () => r.disks.map((d) => `disk ${d.slot} ${d.file}: ${d.ok ? 'ok' : `MISMATCH${d.error ? ` (${d.error})` : ` (${d.actual})`}`}`).join('\n'));
+      if (!r.ok) process.exitCode = ExitCode.DIFFERENT;
+    });
+}

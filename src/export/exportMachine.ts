@@ -1,0 +1,308 @@
+/**
+ * Export machines: configuration + disks read from a frozen backup checkpoint, ending with a reference
+ * point for the next differential.
+ *
+ * How this works (one machine):
+ * 1. [inventory txn] recover leftovers; seal each disk's RCT (ID = "now"), fork every disk into a backup
+ *    checkpoint held by this PID; the machine keeps running on the children.
+ * 2. Read the frozen disks: full (whole disk), differential (RCT `changes(refpoint ID, new ID)` copied
+ *    into an .avhdx whose parent is the previous export's disk) or synthetic full (previous export's
+ *    chain + changes, written as a new full VHDX). Each disk decides alone: a disk that is new, resized,
+ *    whose tracking is invalid/missing or whose previous export file is gone falls back to full, with
+ *    the reason in the manifest and in `warnings` — never an empty differential.
+ * 3. Write manifest.json atomically (the export is complete from here).
+ * 4. [inventory txn] record the reference point on the checkpoint, merge the children back through
+ *    change tracking and drop the checkpoint.
+ * A job killed anywhere leaves a backup checkpoint whose holder is dead: the next command on the
+ * machine merges it back (and keeps the reference point only if step 4 recorded it, i.e. only when the
+ * manifest is durable). Invariant: a reference point always has a complete export behind it.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdir, open, readdir, rename, stat } from 'node:fs/promises';
+import { basename, join, relative, resolve } from 'node:path';
+import { TidemarkError, UsageError } from '../errors.js';
+import { createDisk } from '../disk/createDisk.js';
+import { openDisk } from '../disk/openDisk.js';
+import { copyDevice } from '../disk/copyDevice.js';
+import { diskInfo } from '../disk/diskInfo.js';
+import { openRctHandle } from '../rct/openRctHandle.js';
+import { enableTracking } from '../rct/enableTracking.js';
+import { TrackingNotEnabledError } from '../rct/errors.js';
+import { fsyncDir } from '../rct/atomicWriteFile.js';
+import type { Range } from '../rct/Range.js';
+import { Inventory, type CheckpointRecord, type MachineRecord, type RefpointRecord } from '../vm/Inventory.js';
+import { configHash, type MachineConfig } from '../vm/MachineConfig.js';
+import { findMachine, resolveTargets } from '../vm/machines.js';
+import { VmBusyError } from '../vm/errors.js';
+import { closeBackupCheckpoint, liveHolder, recoverMachine } from '../checkpoint/recover.js';
+import { forkMachine } from '../checkpoint/checkpoints.js';
+import { hashDevice } from './hashDevice.js';
+import { MANIFEST_FORMAT, MANIFEST_VERSION, manifestPath, readManifest, type ExportManifest, type ManifestDisk } from './Manifest.js';
+
+export interface ExportOptions {
+  /** A reference point ID, or a previous export directory (its manifest names the reference point). */
+  since?: string;
+  /** With `since`: write full VHDX files (previous chain + changes) instead of differencing ones. */
+  merge?: boolean;
+  /** Tests: called once the disks are frozen (the machine's disks are the new children). */
+  onFrozen?: (frozen: Array<{ slot: number; frozen: string; current: string }>) => Promise<void>;
+  /** Called after each step (`checkpoint`, `disk<slot>`, `manifest`, `refpoint`, `merge`). */
+  onStep?: (step: string) => Promise<void> | void;
+}
+
+export interface ExportResult {
+  dir: string;
+  manifest: ExportManifest;
+}
+
+const COPY = 4 * 1024 * 1024;
+
+/** Export a machine, or each machine of a group into `<dir>/<machine name>`. */
+export async function exportMachines(home: string, ref: string, dir: string, opts: ExportOptions = {}): Promise<ExportResult[]> {
+  const targets = await Inventory.transact(home, (state) => {
+    const ms = resolveTargets(state, ref);
+    const single = ms.length === 1 && ms[0]!.name === ref || ms.length === 1 && ms[0]!.id === ref;
+    return ms.map((m) => ({ id: m.id, name: m.name, single }));
+  });
+  const out = [];
+  for (const t of targets) {
+    const group = !t.single;
+    const since = opts.since && group && !(await isDir(opts.since)) ? undefined : opts.since;
+    if (opts.since && group && since === undefined) throw new UsageError('exporting a group differentially needs --since <previous group export directory>');
+    out.push(await exportMachine(home, t.id, group ? join(dir, t.name) : dir, { ...opts, ...(since ? { since: group ? join(since, t.name) : since } : {}) }));
+  }
+  return out;
+}
+
+const isDir = (p: string) => stat(p).then((s) => s.isDirectory(), () => false);
+
+interface Frozen {
+  machineId: string;
+  name: string;
+  cpId: string;
+  config: MachineConfig;
+  disks: Array<{ slot: number; frozen: string; current: string; rctId: string }>;
+  base?: RefpointRecord;
+  seq: number;
+  warnings: string[];
+}
+
+export async function exportMachine(home: string, ref: string, dirArg: string, opts: ExportOptions = {}): Promise<ExportResult> {
+  const dir = resolve(dirArg);
+  const step = async (s: string) => {
+    await opts.onStep?.(s);
+    await debugStep(s);
+  };
+  await prepareDir(dir);
+  let sinceId: string | undefined;
+  if (opts.since !== undefined) sinceId = (await isDir(opts.since)) ? (await readManifest(opts.since)).refpoint.id : opts.since;
+  if (opts.merge && sinceId === undefined) throw new UsageError('--merge writes a synthetic full from a chain: give --since <refpoint or previous export dir>');
+
+  const fz: Frozen = await Inventory.transact(home, async (state) => {
+    const m = findMachine(state, ref);
+    await recoverMachine(m);
+    const h = liveHolder(m);
+    if (h) throw new VmBusyError(m.name, `${h.command} (PID ${h.pid}) since ${h.since}`);
+    if (m.checkpoints.length) throw new UsageError(`machine ${m.name} has checkpoints; an export needs a machine without checkpoints (remove or apply them first)`);
+    const warnings: string[] = [];
+    let base: RefpointRecord | undefined;
+    if (sinceId !== undefined) {
+      base = m.refpoints.find((r) => r.id === sinceId);
+      if (!base) warnings.push(`reference point ${sinceId} of machine ${m.name} not found (removed, or from another host): writing a full export`);
+      else if (base.machineId !== m.id) {
+        warnings.push(`reference point ${sinceId} belongs to another machine: writing a full export`);
+        base = undefined;
+      }
+    }
+    const rctIds: Array<{ slot: number; rctId: string }> = [];
+    for (const d of m.config.disks) rctIds.push({ slot: d.slot, rctId: await sealDisk(d.path, warnings) });
+    const cp: CheckpointRecord = await forkMachine(m, 'backup', `export-${m.nextRefSeq}`, {
+      holder: { pid: process.pid, command: 'tidemark export', since: new Date().toISOString() },
+      rctIds,
+    });
+    const seq = m.nextRefSeq++;
+    return {
+      machineId: m.id,
+      name: m.name,
+      cpId: cp.id,
+      config: structuredClone(cp.config),
+      disks: cp.disks.map((d) => ({ slot: d.slot, frozen: d.parent, current: d.child, rctId: rctIds.find((r) => r.slot === d.slot)!.rctId })),
+      ...(base ? { base: structuredClone(base) } : {}),
+      seq,
+      warnings,
+    };
+  });
+  await step('checkpoint');
+  await opts.onFrozen?.(fz.disks.map(({ slot, frozen, current }) => ({ slot, frozen, current })));
+
+  const disks: ManifestDisk[] = [];
+  for (const d of fz.disks) {
+    disks.push(await exportDisk(dir, d, fz, !!opts.merge));
+    await step(`disk${d.slot}`);
+  }
+  if (fz.base) {
+    for (const bd of fz.base.disks) if (!fz.disks.some((d) => d.slot === bd.slot)) fz.warnings.push(`disk slot ${bd.slot} was removed since reference point ${fz.base.id}`);
+  }
+  const refId = randomUUID();
+  const config = structuredClone(fz.config);
+  for (const c of config.disks) c.path = disks.find((d) => d.slot === c.slot)!.file;
+  const kind = !fz.base ? 'full' : opts.merge ? 'synthetic-full' : 'differential';
+  const manifest: ExportManifest = {
+    format: MANIFEST_FORMAT,
+    version: MANIFEST_VERSION,
+    kind,
+    machine: { id: fz.machineId, name: fz.name },
+    config,
+    configHash: configHash(fz.config),
+    refpoint: { id: refId, seq: fz.seq },
+    ...(fz.base ? { since: { refpoint: fz.base.id, exportDir: fz.base.exportDir } } : {}),
+    disks,
+    warnings: fz.warnings,
+  };
+  await writeAtomic(manifestPath(dir), JSON.stringify(manifest, null, 2) + '\n');
+  await step('manifest');
+
+  const refpoint: RefpointRecord = {
+    id: refId,
+    seq: fz.seq,
+    machineId: fz.machineId,
+    configHash: manifest.configHash,
+    exportDir: dir,
+    disks: fz.disks.map((d) => ({ slot: d.slot, rctId: d.rctId, path: d.frozen, size: disks.find((x) => x.slot === d.slot)!.size, exportFile: join(dir, disks.find((x) => x.slot === d.slot)!.file) })),
+  };
+  await Inventory.transact(home, async (state) => {
+    const m = findMachine(state, fz.machineId);
+    const cp = m.checkpoints.find((c) => c.id === fz.cpId);
+    if (!cp) throw new TidemarkError('E_INTERNAL', `backup checkpoint ${fz.cpId} of machine ${m.name} vanished during the export`, {});
+    cp.refpoint = refpoint;
+  });
+  await step('refpoint');
+  await Inventory.transact(home, async (state) => {
+    const m = findMachine(state, fz.machineId);
+    const cp = m.checkpoints.find((c) => c.id === fz.cpId);
+    if (cp) await closeBackupCheckpoint(m, cp);
+  });
+  await step('merge');
+  return { dir, manifest };
+}
+
+/** Seal the disk's RCT; a disk whose tracking is gone gets tracking re-enabled (and a warning). */
+async function sealDisk(path: string, warnings: string[]): Promise<string> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const h = await openRctHandle(path, { mutate: true });
+      try {
+        return await h.seal();
+      } finally {
+        await h.close();
+      }
+    } catch (err) {
+      if (attempt === 0 && err instanceof TrackingNotEnabledError) {
+        warnings.push(`${path}: change tracking was not enabled (tracking file deleted?); enabled it now — the next differential of this disk starts from this export`);
+        await enableTracking(path);
+        continue;
+      }
+      throw err;
+    }
+  }
+}
+
+async function exportDisk(dir: string, d: Frozen['disks'][number], fz: Frozen, merge: boolean): Promise<ManifestDisk> {
+  const size = (await diskInfo(d.frozen)).size;
+  const bd = fz.base?.disks.find((x) => x.slot === d.slot);
+  let ranges: Range[] | undefined;
+  let fallback: string | undefined;
+  if (fz.base) {
+    if (!bd) fallback = `disk slot ${d.slot} is new since reference point ${fz.base.id}`;
+    else if (bd.size !== size) fallback = `disk slot ${d.slot} was resized (${bd.size} -> ${size} bytes) since reference point ${fz.base.id}`;
+    else if (!(await stat(bd.exportFile).then(() => true, () => false))) fallback = `the previous export of disk slot ${d.slot} (${bd.exportFile}) is gone`;
+    else if (!d.rctId) fallback = `disk slot ${d.slot} has no change tracking`;
+    else {
+      try {
+        const h = await openRctHandle(d.frozen);
+        try {
+          ranges = await h.changes(bd.rctId, d.rctId);
+        } finally {
+          await h.close();
+        }
+      } catch (err) {
+        if (!(err instanceof TidemarkError)) throw err;
+        fallback = `change tracking of disk slot ${d.slot} cannot answer since reference point ${fz.base.id} (${err.message})`;
+      }
+    }
+    if (fallback) fz.warnings.push(`${fallback}: exported in full`);
+  }
+  const diff = ranges !== undefined && !merge;
+  const file = `disk${d.slot}.${diff ? 'avhdx' : 'vhdx'}`;
+  const path = join(dir, file);
+  let copied = 0;
+  await createDisk(path, diff ? { parent: bd!.exportFile } : { size });
+  const src = await openDisk(d.frozen, { readOnly: true });
+  try {
+    const dst = await openDisk(path);
+    try {
+      if (ranges === undefined) copied = (await copyDevice(src, dst)).read;
+      else {
+        if (merge) {
+          const prev = await openDisk(bd!.exportFile, { readOnly: true });
+          try {
+            await copyDevice(prev, dst);
+          } finally {
+            await prev.close();
+          }
+        }
+        for (const r of ranges) {
+          for (let o = r.offset; o < r.offset + r.length; o += COPY) {
+            const n = Math.min(COPY, r.offset + r.length - o);
+            await dst.write(o, await src.read(o, n));
+            copied += n;
+          }
+        }
+      }
+      await dst.flush();
+    } finally {
+      await dst.close();
+    }
+  } finally {
+    await src.close();
+  }
+  const check = await openDisk(path, { readOnly: true });
+  let sha256: string;
+  try {
+    sha256 = await hashDevice(check);
+  } finally {
+    await check.close();
+  }
+  return {
+    slot: d.slot, file, mode: diff ? 'differential' : 'full',
+    ...(diff ? { parent: relative(dir, bd!.exportFile) } : {}),
+    size, sha256, copied, ...(fallback ? { fallback } : {}),
+  };
+}
+
+async function prepareDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const names = (await readdir(dir)).filter((n) => !n.startsWith('.'));
+  if (names.length) throw new UsageError(`export directory ${dir} is not empty (${names.slice(0, 3).join(', ')}…); give a new or empty directory`);
+}
+
+async function writeAtomic(path: string, text: string): Promise<void> {
+  const tmp = join(resolve(path, '..'), `.${basename(path)}.tmp`);
+  const fh = await open(tmp, 'w', 0o644);
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  await fsyncDir(resolve(path, '..'));
+}
+
+/** Test hook: TIDEMARK_DEBUG_STEPS=<ms> prints `tidemark-step <name>` to stderr and pauses <ms> after each step. */
+async function debugStep(s: string): Promise<void> {
+  const ms = process.env.TIDEMARK_DEBUG_STEPS;
+  if (ms === undefined) return;
+  process.stderr.write(`tidemark-step ${s}\n`);
+  await new Promise((r) => setTimeout(r, Number(ms) || 0));
+}
