@@ -123,5 +123,3 @@ export async function run(): Promise<void> {
   console.log(await vsQemuImg());
   console.log(`repo: backup throughput, 256 MiB half-compressible, MemoryBackend: inline ${inline.toFixed(0)} MiB/s, 2 codec workers ${pooled.toFixed(0)} MiB/s (= ${(pooled / inline).toFixed(2)}x)`);
 }
-
-if (import.meta.url === `file://${process.argv[1]}`) await run();

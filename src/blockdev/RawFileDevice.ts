@@ -6,6 +6,12 @@
  * holes or zero ranges with fallocate, extents walk SEEK_DATA/SEEK_HOLE. A Gate keeps the descriptor
  * open until every call using it has settled. Without the addon (non-Linux, not built) the device still
  * works with capabilities trim/fastZero/extents off: zero writes zeros and extents reports one data run.
+ *
+ * Opening never modifies the file, not even its timestamps: change tracking fingerprints raw disks by
+ * stat (mtime/ctime), so an open that touched them would look like an outside write. Hole punching is
+ * therefore not probed at open; it is assumed (trim/fastZero on when writable with the addon) and
+ * decided by the first real punch: ENOTSUP/EOPNOTSUPP turns trim/fastZero off for the rest of the
+ * session (that call falls back as documented on `zero`), success confirms it.
  */
 import { constants } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
@@ -40,11 +46,19 @@ export class RawFileDevice implements BlockDevice {
     private readonly handle: FileHandle,
     private currentSize: number,
     readonly logicalSectorSize: number,
-    readonly capabilities: Capabilities,
+    private readonly caps: Capabilities,
     /** The native addon loaded (fallocate/lseek extras usable). */
     private readonly native: boolean,
   ) {
     this.gate = new Gate(`raw image ${path}`);
+  }
+
+  /**
+   * What the device can do. `trim`/`fastZero` start as "assumed" when writable with the addon, and turn
+   * false for good once the filesystem refuses a hole punch (ENOTSUP/EOPNOTSUPP); they never turn on later.
+   */
+  get capabilities(): Capabilities {
+    return { ...this.caps };
   }
 
   /**
@@ -95,8 +109,8 @@ export class RawFileDevice implements BlockDevice {
     const st = await handle.stat();
     if (!st.isFile()) throw new UsageError(`${path} is not a regular file; raw devices are image files`);
     const native = nativeAvailable();
-    // Punching beyond EOF (KEEP_SIZE) changes nothing but tells whether the filesystem can punch holes.
-    const punch = native && !readOnly && (await probe(() => punchHole(handle.fd, roundUp(st.size, 4096) + 4096, 4096)));
+    // No hole-punch probe here: even a punch past EOF updates mtime/ctime (see the note at the top).
+    const punch = native && !readOnly;
     const seek = native && (await probe(() => seekData(handle.fd, 0)));
     return new RawFileDevice(path, handle, st.size, sector, { readOnly, trim: punch, fastZero: punch, fua: false, extents: seek }, native);
   }
@@ -137,9 +151,9 @@ export class RawFileDevice implements BlockDevice {
   async zero(offset: number, length: number, opts: ZeroOptions = {}): Promise<void> {
     return this.gate.run(async () => {
       this.checkWritable(offset, length);
-      if (opts.fast && !this.capabilities.fastZero) throw new NotSupportedError(`fast zeroing on ${this.path} (the filesystem cannot punch holes)`);
+      if (opts.fast && !this.caps.fastZero) throw new NotSupportedError(`fast zeroing on ${this.path} (the filesystem cannot punch holes)`);
       if (length === 0) return;
-      const done = (!opts.noHole && this.capabilities.trim && (await this.tryNative(punchHole, offset, length))) || (this.native && (await this.tryNative(zeroRange, offset, length)));
+      const done = (!opts.noHole && this.caps.trim && (await this.tryPunch(offset, length))) || (this.native && (await this.tryNative(zeroRange, offset, length)));
       if (!done) {
         if (opts.fast) throw new NotSupportedError(`fast zeroing${opts.noHole ? ' without deallocating' : ''} on ${this.path} (filesystem cannot)`);
         for (let pos = offset; pos < offset + length; pos += ZEROS.length) {
@@ -170,7 +184,7 @@ export class RawFileDevice implements BlockDevice {
       checkRange(offset, length, this.currentSize);
       const out: Extent[] = [];
       const end = offset + length;
-      if (!this.capabilities.extents) {
+      if (!this.caps.extents) {
         pushExtent(out, { offset, length, type: 'data' });
         return out;
       }
@@ -195,7 +209,7 @@ export class RawFileDevice implements BlockDevice {
     this.closing ??= (async () => {
       await this.gate.close();
       try {
-        if (!this.capabilities.readOnly) await this.handle.datasync();
+        if (!this.caps.readOnly) await this.handle.datasync();
       } finally {
         await this.handle.close();
       }
@@ -222,7 +236,7 @@ export class RawFileDevice implements BlockDevice {
    */
   async resize(newSize: number): Promise<void> {
     return this.gate.run(async () => {
-      if (this.capabilities.readOnly) throw new ReadOnlyError(`raw image ${this.path}`);
+      if (this.caps.readOnly) throw new ReadOnlyError(`raw image ${this.path}`);
       if (!Number.isSafeInteger(newSize) || newSize < 0) throw new UsageError(`invalid size ${newSize} for ${this.path}: use a whole number of bytes`);
       await withContext(`resize ${this.path}`, this.handle.truncate(newSize));
       this.currentSize = newSize;
@@ -235,7 +249,7 @@ export class RawFileDevice implements BlockDevice {
   }
 
   private checkWritable(offset: number, length: number): void {
-    if (this.capabilities.readOnly) throw new ReadOnlyError(`raw image ${this.path}`);
+    if (this.caps.readOnly) throw new ReadOnlyError(`raw image ${this.path}`);
     checkRange(offset, length, this.currentSize);
   }
 
@@ -245,6 +259,16 @@ export class RawFileDevice implements BlockDevice {
       const { bytesWritten } = await this.handle.write(data, done, Math.min(data.length - done, IO_CHUNK), offset + done);
       done += bytesWritten;
     }
+  }
+
+  /** Punch a hole; the first refusal (not supported) turns trim/fastZero off for this session. */
+  private async tryPunch(offset: number, length: number): Promise<boolean> {
+    const ok = await this.tryNative(punchHole, offset, length);
+    if (!ok) {
+      this.caps.trim = false;
+      this.caps.fastZero = false;
+    }
+    return ok;
   }
 
   /** Run a native range op; false when the filesystem doesn't support it (other errors propagate). */
@@ -263,10 +287,6 @@ function checkSectorSize(value: number | undefined): number {
   const sector = value ?? 512;
   if (sector !== 512 && sector !== 4096) throw new UsageError(`logical sector size must be 512 or 4096, got ${value}`);
   return sector;
-}
-
-function roundUp(n: number, to: number): number {
-  return Math.ceil(n / to) * to;
 }
 
 /** True when `op` succeeds, false when it fails (used only for capability probes). */

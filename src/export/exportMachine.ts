@@ -214,6 +214,7 @@ async function exportDisk(dir: string, d: Frozen['disks'][number], fz: Frozen, m
   let fallback: string | undefined;
   if (fz.base) {
     if (!bd) fallback = `disk slot ${d.slot} is new since reference point ${fz.base.id}`;
+    else if (bd.path !== d.frozen) fallback = `disk slot ${d.slot} was replaced (${bd.path} -> ${d.frozen}) since reference point ${fz.base.id}`;
     else if (bd.size !== size) fallback = `disk slot ${d.slot} was resized (${bd.size} -> ${size} bytes) since reference point ${fz.base.id}`;
     else if (!(await stat(bd.exportFile).then(() => true, () => false))) fallback = `the previous export of disk slot ${d.slot} (${bd.exportFile}) is gone`;
     else if (!d.rctId) fallback = `disk slot ${d.slot} has no change tracking`;

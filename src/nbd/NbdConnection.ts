@@ -82,7 +82,8 @@ export interface ConnectionOptions {
 }
 
 /**
- * Optional fast path a device may offer (VhdxDevice does): read into a caller's buffer. With it, READ
+ * Optional fast path a device may offer (VhdxDevice does): read [offset, +length) into out[outOff...],
+ * where the caller has zeroed that part of `out` (unallocated ranges may be left untouched). With it, READ
  * replies use recycled buffers instead of fresh allocations.
  */
 type ReadIntoDevice = BlockDevice & { readInto(out: Buffer, outOff: number, offset: number, length: number): Promise<void> };
@@ -119,7 +120,7 @@ export class NbdConnection {
   private exp: ServedExport | null = null;
   private structured = false;
   private contexts: SelectedContext[] = [];
-  private readonly parser = new RequestParser();
+  private readonly parser: RequestParser;
   private inflight = 0;
   private inflightBytes = 0;
   private paused = false;
@@ -135,6 +136,8 @@ export class NbdConnection {
   constructor(socket: Socket, private readonly opts: ConnectionOptions) {
     this.sock = socket;
     this.hs = new Handshake(opts.handshake);
+    // WRITE payloads spanning socket chunks are assembled in recycled buffers, given back after the write.
+    this.parser = new RequestParser({ allocate: (n) => opts.pool.take(n) });
     this.closed = new Promise((r) => (this.closedResolve = r));
     socket.setNoDelay(true);
     this.attach(socket);
@@ -306,7 +309,7 @@ export class NbdConnection {
         void this.whenIdle().then(() => this.endGracefully());
         return;
       }
-      this.dispatch(h, item.payload);
+      this.dispatch(h, item.payload, item.pooled);
     }
   }
 
@@ -318,7 +321,7 @@ export class NbdConnection {
     this.pump();
   }
 
-  private dispatch(h: RequestHeader, payload: Buffer | null): void {
+  private dispatch(h: RequestHeader, payload: Buffer | null, pooled?: Buffer): void {
     const cost = h.type === CMD_READ ? Math.min(h.length, MAX_PAYLOAD) : payload ? payload.length : 0;
     this.inflight++;
     this.inflightBytes += cost;
@@ -332,6 +335,7 @@ export class NbdConnection {
       (bufs) => this.send(bufs),
       (err: unknown) => this.replyError(h, err instanceof RequestError ? err : this.deviceError(h, err)),
     ).finally(() => {
+      if (pooled) this.opts.pool.give(pooled);
       this.inflight--;
       this.inflightBytes -= cost;
       if (this.inflight === 0) for (const w of this.idleWaiters.splice(0)) w();
@@ -450,6 +454,9 @@ export class NbdConnection {
     const dev = this.exp!.device;
     if (!canReadInto(dev)) return dev.read(offset, length);
     const base = this.opts.pool.take(length);
+    // readInto may leave never-written ranges untouched (VhdxDevice's contract: "out must be zero there
+    // already"), and a recycled buffer holds old data: zero it first.
+    base.fill(0, 0, length);
     try {
       await dev.readInto(base, 0, offset, length);
     } catch (err) {

@@ -11,13 +11,16 @@ import { decodeRequestHeader, type RequestHeader } from './transmissionCodec.js'
 import { CMD_WRITE, MAX_PAYLOAD, REQUEST_HEADER_SIZE } from './protocol.js';
 
 export type ParsedItem =
-  | { kind: 'request'; header: RequestHeader; payload: Buffer | null }
+  /** `pooled`: the buffer from `allocate` that `payload` views, to be given back once the request is done. */
+  | { kind: 'request'; header: RequestHeader; payload: Buffer | null; pooled?: Buffer }
   | { kind: 'skipped'; header: RequestHeader }
   | { kind: 'fatal'; reason: string };
 
 export interface RequestParserOptions {
   maxPayload?: number;
   maxSkip?: number;
+  /** Where to assemble payloads that span chunks (a buffer of at least n bytes; default: a fresh one). */
+  allocate?: (n: number) => Buffer;
 }
 
 export class RequestParser {
@@ -27,14 +30,17 @@ export class RequestParser {
   private state: 'header' | 'payload' | 'skip' | 'dead' = 'header';
   private pending: RequestHeader | null = null;
   private payload: Buffer | null = null;
+  private pooled: Buffer | undefined;
   private payloadPos = 0;
   private skipRemaining = 0;
   private readonly maxPayload: number;
   private readonly maxSkip: number;
+  private readonly allocate: ((n: number) => Buffer) | undefined;
 
   constructor(opts: RequestParserOptions = {}) {
     this.maxPayload = opts.maxPayload ?? MAX_PAYLOAD;
     this.maxSkip = opts.maxSkip ?? 2 * this.maxPayload;
+    this.allocate = opts.allocate;
   }
 
   /** Bytes received but not yet consumed. */
@@ -82,7 +88,13 @@ export class RequestParser {
             return { kind: 'request', header: h, payload };
           }
           this.pending = h;
-          this.payload = Buffer.allocUnsafe(h.length);
+          if (this.allocate) {
+            this.pooled = this.allocate(h.length);
+            this.payload = this.pooled.subarray(0, h.length);
+          } else {
+            this.pooled = undefined;
+            this.payload = Buffer.allocUnsafe(h.length);
+          }
           this.payloadPos = 0;
           this.state = 'payload';
           continue;
@@ -94,10 +106,12 @@ export class RequestParser {
           this.payloadPos += n;
           if (this.payloadPos < p.length) return null;
           const header = this.pending!;
+          const pooled = this.pooled;
           this.pending = null;
           this.payload = null;
+          this.pooled = undefined;
           this.state = 'header';
-          return { kind: 'request', header, payload: p };
+          return pooled ? { kind: 'request', header, payload: p, pooled } : { kind: 'request', header, payload: p };
         }
         case 'skip': {
           const n = Math.min(this.avail, this.skipRemaining);

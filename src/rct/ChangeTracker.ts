@@ -101,8 +101,10 @@ export class ChangeTracker {
   private constructor(
     readonly diskPath: string,
     readonly mode: TrackerMode,
-    readonly store: GenerationStore,
-    readonly regionSize: number,
+    /** Replaced only when tracking restarts during an operation (`beginOperation` of a shrink). */
+    public store: GenerationStore,
+    /** Changes only when an operation changes the disk size (`endOperation`). */
+    public regionSize: number,
     readonly verdict: OpenVerdict,
     private readonly lastCloseClean: boolean,
     private readonly opts: TrackerOptions,
@@ -329,8 +331,76 @@ export class ChangeTracker {
     return p;
   }
 
-  private async persistNow(clean: boolean): Promise<void> {
-    if (this.mode === 'meta') {
+  /**
+   * Meta mode: Tidemark itself is about to change the disk outside the tracking layer (resize, merge).
+   * Durable before it resolves: the `ranges` are recorded as changed in the current generation and the
+   * `.rct` is written *not clean*, with the identities a crash midway may leave behind — `file` kind: the
+   * fingerprint now plus a write lease (the crash rule accepts ctime ≤ lease end); `device` kind: the
+   * identity now plus `acceptTokens` (`journal:<path>`: any identity that JSON file's `accepted` array
+   * lists, i.e. the VHDX merge journal). Size changes need no marks: `endOperation` (or, after a crash,
+   * the next load) sees the new size — a grown area is recorded, a shrink restarts tracking.
+   */
+  async beginOperation(device: BlockDevice, kind: 'file' | 'device', plan: { ranges: Range[]; acceptTokens?: string[] }): Promise<void> {
+    if (this.mode !== 'meta') throw new ClosedError(`change tracker of ${this.diskPath} (operations run on a meta tracker)`);
+    if (this.closed) throw new ClosedError(`change tracker of ${this.diskPath}`);
+    for (const r of plan.ranges) this.store.record(r.offset, r.length);
+    if (kind === 'file') {
+      const fp = await fileFingerprint(this.diskPath);
+      this.identityKind = fp ? 'file' : 'none';
+      this.identities = fp ? [fp] : [];
+    } else {
+      this.identityKind = 'device';
+      this.identities = [(await device.identity!()).current, ...(plan.acceptTokens ?? [])];
+    }
+    await this.persistNow(false, true);
+  }
+
+  /**
+   * Meta mode, after the operation (whether it succeeded or not): `device` is the disk reopened
+   * read-only. A grown disk records its new area as changed (from the old last, possibly partial, block);
+   * a shrunk one restarts tracking. Then the identity observed now is recorded as clean, so older IDs
+   * stay valid, and the `.mrt` is recreated for the (new) geometry.
+   */
+  async endOperation(device: BlockDevice, kind: 'file' | 'device', what: string): Promise<{ grewFrom?: number }> {
+    if (this.mode !== 'meta') throw new ClosedError(`change tracker of ${this.diskPath} (operations run on a meta tracker)`);
+    const s = this.store;
+    const out: { grewFrom?: number } = {};
+    if (device.size < s.diskSize) this.restart(`the disk shrank from ${s.diskSize} to ${device.size} bytes (${what})`);
+    else if (device.size > s.diskSize) {
+      out.grewFrom = s.diskSize;
+      const from = Math.floor(s.diskSize / s.blockSize) * s.blockSize;
+      s.diskSize = device.size;
+      s.record(from, device.size - from);
+    }
+    this.regionSize = effectiveRegionSize(this.configuredRegionSize, this.store.diskSize);
+    if (kind === 'device' && device.identity) {
+      this.identityKind = 'device';
+      this.identities = [(await device.identity()).current];
+    } else {
+      const fp = await fileFingerprint(this.diskPath);
+      this.identityKind = fp ? 'file' : 'none';
+      this.identities = fp ? [fp] : [];
+    }
+    this.needsMrtReset = true;
+    await this.persistNow(true, true);
+    return out;
+  }
+
+  /** Restart tracking in memory (a shrink): new tracker, no live IDs, the reason kept for older IDs' errors. */
+  private restart(reason: string): void {
+    const old = this.store;
+    this.store = new GenerationStore(this.diskPath, randomBytes(16).toString('hex'), old.blockSize, old.diskSize, old.generation + 1, [], {
+      reason,
+      at: this.now(),
+      previousTracker: old.tracker,
+    });
+    this.createdAt = this.now();
+    this.needsMrtReset = true;
+  }
+
+  /** `keepIdentity`: an operation set `identityKind`/`identities` itself (meta mode observes them otherwise). */
+  private async persistNow(clean: boolean, keepIdentity = false): Promise<void> {
+    if (this.mode === 'meta' && !keepIdentity) {
       clean = true;
     }
     const lease = clean ? 0 : this.now() + LEASE_MS;
@@ -494,7 +564,7 @@ async function verifyIdentity(diskPath: string, file: RctFileState, device: Bloc
   if (file.identityKind === 'device') {
     if (!device.identity) return 'the disk no longer reports a content identity';
     const cur = (await device.identity()).current;
-    const ok = file.clean ? cur === rec[0] : rec.includes(cur);
+    const ok = file.clean ? cur === rec[0] : rec.includes(cur) || (await acceptedByJournal(rec, cur));
     return ok ? null : `the disk was written outside Tidemark (its identity is ${cur}, expected ${file.clean ? rec[0] : rec.join(' or ')})`;
   }
   const fp = fpBefore !== undefined ? fpBefore : await fileFingerprint(diskPath);
@@ -507,4 +577,26 @@ async function verifyIdentity(diskPath: string, file: RctFileState, device: Bloc
     return `the disk file changed at ${new Date(Number(now.ctimeNs / 1_000_000n)).toISOString()}, after the crashed session's write lease ended (${new Date(file.leaseUntil).toISOString()}): it may have been written outside Tidemark`;
   }
   return null;
+}
+
+/** Prefix of an accept token in a not-clean device-kind `.rct` (see `beginOperation`). */
+export const JOURNAL_TOKEN = 'journal:';
+
+/**
+ * True when a `journal:<path>` token among the recorded identities names a JSON file whose `accepted`
+ * array lists `identity` (GUIDs compared without braces, case-insensitively). A Tidemark operation that
+ * was interrupted (the VHDX merge) lists there, before changing the disk, every identity it may leave.
+ */
+async function acceptedByJournal(recorded: string[], identity: string): Promise<boolean> {
+  const norm = (g: string) => g.replace(/[{}]/g, '').toLowerCase();
+  for (const r of recorded) {
+    if (!r.startsWith(JOURNAL_TOKEN)) continue;
+    try {
+      const j = JSON.parse(await readFile(r.slice(JOURNAL_TOKEN.length), 'utf8')) as { accepted?: unknown };
+      if (Array.isArray(j.accepted) && j.accepted.some((g) => typeof g === 'string' && norm(g) === norm(identity))) return true;
+    } catch {
+      // Missing or unreadable: it vouches for nothing.
+    }
+  }
+  return false;
 }

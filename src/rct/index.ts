@@ -8,3 +8,4 @@ export { startControlServer, controlClient, controlSocketPath, type ControlServe
 export { openRctHandle, type RctHandle } from './openRctHandle.js';
 export { TrackingInvalidError, TrackingNotEnabledError, UnknownRctIdError } from './errors.js';
 export type { Range } from './Range.js';
+export { withTrackedOperation, type TrackedOperationPlan, type TrackedOperationReport } from './withTrackedOperation.js';

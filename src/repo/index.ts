@@ -14,3 +14,4 @@ export { forget, prune, type ForgetResult, type PruneOptions, type PruneResult }
 export { chunksCovering } from './chunkPlan.js';
 export { ZERO_DIGEST, DEFAULT_CHUNK_SIZE, DEFAULT_FANOUT } from './constants.js';
 export * from './errors.js';
+export { openRepositoryAt, readPassphrase, type PassphraseSource } from './openRepositoryAt.js';

@@ -9,7 +9,8 @@
  *   open announced as `identity().next`; it is durable before any other byte changes. The session's LogGuid
  *   is published by a second header update once its first log entry is durable (see VhdxLog.ts).
  * - Writes: payload bytes go straight to their block. A block that is not allocated gets new space at the
- *   end of the file (1 MiB aligned; space is never reused, so new space always reads as zeros). BAT and
+ *   end of the file (1 MiB aligned; space is never reused and the file only grows by ftruncate, so new
+ *   space always reads as zeros; the file grows in 16 MiB steps and close() trims the excess). BAT and
  *   sector bitmap changes stay in memory, marked dirty, and are committed through the log on flush/close
  *   (or when many are pending): fdatasync (data) -> log entry -> fdatasync -> apply. So data is durable
  *   before any on-disk BAT entry points at it, and every metadata update is atomic.
@@ -83,6 +84,8 @@ const roundUp = (n: number, m: number): number => Math.ceil(n / m) * m;
 /** Commit pending metadata when this many 4 KiB sectors are dirty, even without a flush. */
 const COMMIT_THRESHOLD = 192;
 const ZERO_CHUNK = Buffer.alloc(MiB);
+/** The file grows in steps of this many bytes; space past the allocation end is never written. */
+const GROW_STEP = 16 * MiB;
 
 export class VhdxDevice implements BlockDevice {
   readonly capabilities: Capabilities;
@@ -397,7 +400,12 @@ export class VhdxDevice implements BlockDevice {
           else for (const x of await this.parentExtents(runPos, runLen)) pushExtent(out, x);
         }
       } else if (e.state === PAYLOAD_NOT_PRESENT) {
-        for (const x of await this.parentExtents(pos, n)) pushExtent(out, x);
+        // One parent query for the whole run of not-present blocks.
+        let runEnd = pos + n;
+        while (runEnd < end && this.payloadEntry(Math.floor(runEnd / bs)).state === PAYLOAD_NOT_PRESENT) runEnd = Math.min(runEnd + bs, end);
+        for (const x of await this.parentExtents(pos, runEnd - pos)) pushExtent(out, x);
+        pos = runEnd;
+        continue;
       } else if (e.state === PAYLOAD_ZERO) pushExtent(out, { offset: pos, length: n, type: 'zero' });
       else pushExtent(out, { offset: pos, length: n, type: 'hole' });
       pos += n;
@@ -412,6 +420,10 @@ export class VhdxDevice implements BlockDevice {
       try {
         if (!this.readOnly && this.touched) {
           await this.flushLocked();
+          if (this.fileSize > this.fileEnd) {
+            await this.fh.truncate(this.fileEnd);
+            this.fileSize = this.fileEnd;
+          }
           await this.fh.datasync();
           if (!guidEq(this.header.logGuid, ZERO_GUID)) await this.writeHeader({ logGuid: ZERO_GUID }, true);
         }
@@ -633,8 +645,9 @@ export class VhdxDevice implements BlockDevice {
   async commitWrites(writes: Map<number, Buffer>): Promise<void> {
     if (!this.log) this.log = new LogWriter(this.fh, this.header.logOffset, this.header.logLength, this.sessionLogGuid);
     const publish = guidEq(this.header.logGuid, this.sessionLogGuid) ? undefined : () => this.writeHeader({ logGuid: this.sessionLogGuid });
-    const flushed = Math.floor(this.fileSize / MiB) * MiB;
-    await this.log.commit(writes, flushed, Math.max(this.fileEnd, flushed), publish);
+    // FlushedFileOffset: a size the file is durably at least as large as, now and after close() trims it.
+    const flushed = Math.floor(Math.min(this.fileSize, this.fileEnd) / MiB) * MiB;
+    await this.log.commit(writes, flushed, this.fileEnd, publish);
   }
 
   /** First modification of this open: new FileWriteGuid, the announced DataWriteGuid, this session's LogGuid. */
@@ -664,8 +677,12 @@ export class VhdxDevice implements BlockDevice {
   private async allocate(len: number): Promise<number> {
     const off = this.fileEnd;
     this.fileEnd = off + roundUp(len, MiB);
-    await this.fh.truncate(this.fileEnd);
-    this.fileSize = this.fileEnd;
+    if (this.fileEnd > this.fileSize) {
+      // Grow the file in steps (one ftruncate per block is slow); close() trims it back to fileEnd.
+      const size = roundUp(this.fileEnd, GROW_STEP);
+      await this.fh.truncate(size);
+      this.fileSize = size;
+    }
     return off;
   }
 
@@ -717,7 +734,6 @@ export class VhdxDevice implements BlockDevice {
   replaceStructure(st: VhdxStructure, fileEnd: number): void {
     this.st = st;
     this.fileEnd = Math.max(this.fileEnd, fileEnd);
-    this.fileSize = Math.max(this.fileSize, fileEnd);
     this.bitmaps.clear();
   }
 

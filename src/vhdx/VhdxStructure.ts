@@ -164,10 +164,13 @@ function validateBat(bat: Buffer, layout: BatLayout, file: string, fileSize: num
       switch (e.state) {
         case PAYLOAD_NOT_PRESENT: case PAYLOAD_UNDEFINED: case PAYLOAD_ZERO: case PAYLOAD_UNMAPPED: case PAYLOAD_UNMAPPED_V095:
           break;
-        case PAYLOAD_PARTIALLY_PRESENT:
+        case PAYLOAD_PARTIALLY_PRESENT: {
           if (!layout.differencing) { fail('partially present block in a disk without a parent'); break; }
+          const sb = batEntryFromBuffer(bat, layout.bitmapIndex(Math.floor(layout.blockOfIndex(i) / layout.chunkRatio)) * BAT_ENTRY_SIZE);
+          if (sb.state !== SB_PRESENT) { fail('partially present block whose chunk has no sector bitmap block'); break; }
           len = layout.blockSize;
           break;
+        }
         case PAYLOAD_FULLY_PRESENT:
           len = layout.blockSize;
           break;

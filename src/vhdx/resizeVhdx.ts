@@ -92,7 +92,7 @@ export async function resizeVhdx(path: string, newSize: number, opts: { force?: 
       const header = dev.internals.header;
       const fresh = await readStructure((o, l) => preadFull(fh, o, l), path, fileSize, header);
       if (fresh.size !== newSize) throw new CorruptError(path, 'virtual disk size', 'resize did not take effect');
-      dev.replaceStructure(fresh, fileSize);
+      dev.replaceStructure(fresh, 0);
     });
   } finally {
     await dev.close();

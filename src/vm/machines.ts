@@ -92,7 +92,8 @@ function randomMac(): string {
 
 async function attachDisk(dir: string, slot: number, spec: DiskSpec): Promise<string> {
   if ('size' in spec) {
-    const path = join(dir, `disk${slot}.vhdx`);
+    let path = join(dir, `disk${slot}.vhdx`);
+    if (await stat(path).then(() => true, () => false)) path = join(dir, `disk${slot}-${randomBytes(4).toString('hex')}.vhdx`);
     await createDisk(path, { size: spec.size });
     await enableTracking(path);
     return path;

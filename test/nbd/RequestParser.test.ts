@@ -84,3 +84,18 @@ test('bad magic is fatal', () => {
   const it = p.next();
   assert.ok(it && it.kind === 'fatal' && /MAGIC/.test(it.reason));
 });
+
+test('payloads spanning chunks are assembled in buffers from `allocate`, which is reported back', () => {
+  const given: Buffer[] = [];
+  const p = new RequestParser({ allocate: (n) => (given.push(Buffer.alloc(n + 100, 0xff)), given.at(-1)!) });
+  const payload = Buffer.alloc(5000, 0x3a);
+  const stream = Buffer.concat([encodeRequestHeader(CMD_WRITE, 0, 1n, 0, 5000), payload]);
+  p.push(stream.subarray(0, 1000));
+  p.push(stream.subarray(1000));
+  const it = p.next();
+  assert.ok(it && it.kind === 'request');
+  assert.equal(it.payload!.length, 5000);
+  assert.ok(it.payload!.equals(payload));
+  assert.equal(it.pooled, given[0]);
+  assert.equal(it.payload!.buffer, given[0]!.buffer);
+});

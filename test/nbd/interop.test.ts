@@ -11,6 +11,9 @@ import { NbdServer, type ExportSpec } from '../../src/nbd/NbdServer.js';
 import { RawFileDevice } from '../../src/blockdev/RawFileDevice.js';
 import { MemoryDevice } from '../../src/blockdev/MemoryDevice.js';
 import type { ChangeSource } from '../../src/nbd/ChangeSource.js';
+import { openDisk } from '../../src/disk/openDisk.js';
+import * as P from '../../src/nbd/protocol.js';
+import { RawClient } from './helpers/RawClient.js';
 import { requireTools, tempDir } from '../helpers/tools.js';
 import { exec } from './helpers/exec.js';
 
@@ -140,4 +143,30 @@ test('nbdcopy both ways over a unix socket, with multi-conn', async (t) => {
   await truncate(back, 24 * MiB);
   await exec('nbdcopy', ['--connections=4', url, back]);
   assert.ok((await readFile(back)).equals(await readFile(src)));
+});
+
+test('a real VHDX served in-process: recycled read buffers never leak old data into unallocated ranges', async (t) => {
+  if (!requireTools(t, 'qemu-img', 'qemu-io')) return;
+  const dir = await tempDir(t);
+  const path = join(dir, 'd.vhdx');
+  await exec('qemu-img', ['create', '-f', 'vhdx', '-o', 'block_size=1M', path, '64M']);
+  await exec('qemu-io', ['-f', 'vhdx', '-c', 'write -P 0xe1 0 1M', '-c', 'write -P 0xe2 40M 512k', path]);
+  const dev = await openDisk(path);
+  const { port } = await serve(t, [{ name: 'v', device: dev }]);
+  const expect = Buffer.alloc(48 * MiB);
+  expect.fill(0xe1, 0, MiB);
+  expect.fill(0xe2, 40 * MiB, 40 * MiB + 512 * 1024);
+  for (const opts of [{ structured: false }, { structured: true }]) {
+    const c = await RawClient.open({ port }, { name: 'v', ...opts });
+    t.after(() => c.close());
+    // Fill the pool with buffers full of 0xe1/0xe2 data, then read mostly-unallocated ranges through them.
+    for (let round = 0; round < 2; round++) {
+      const reads = [];
+      for (let off = 0; off < 48 * MiB; off += 4 * MiB) reads.push(c.request(P.CMD_READ, { offset: off, length: 4 * MiB, flags: opts.structured ? P.CMD_FLAG_DF : 0 }).then((r) => ({ off, r })));
+      for (const { off, r } of await Promise.all(reads)) {
+        assert.equal(r.error, 0);
+        assert.ok(r.data!.equals(expect.subarray(off, off + 4 * MiB)), `read at ${off} (${JSON.stringify(opts)}, round ${round})`);
+      }
+    }
+  }
 });

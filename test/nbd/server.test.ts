@@ -308,9 +308,12 @@ test('devices offering readInto are read into recycled buffers, replies stay cor
   for (let i = 0; i < 8; i++) await dev.inner.write(i * MiB, Buffer.alloc(MiB, i + 1));
   let intoCalls = 0;
   const withInto = Object.assign(Object.create(dev) as ProbeDevice, {
+    // Like VhdxDevice: only allocated ranges are copied; the caller must have zeroed the rest.
     async readInto(out: Buffer, at: number, offset: number, length: number): Promise<void> {
       intoCalls++;
-      (await dev.inner.read(offset, length)).copy(out, at);
+      for (const e of await dev.inner.extents(offset, length)) {
+        if (e.type === 'data') (await dev.inner.read(e.offset, e.length)).copy(out, at + e.offset - offset);
+      }
     },
   });
   const { port } = await serve(t, [{ name: 'd', device: withInto }]);
@@ -322,7 +325,17 @@ test('devices offering readInto are read into recycled buffers, replies stay cor
       rs.forEach((r, i) => assert.ok(r.data!.equals(Buffer.alloc(256 * 1024, i + 1)), `read ${i} round ${round}`));
     }
   }
-  assert.equal(intoCalls, 48);
+  // Half-allocated reads through recycled (dirty) buffers: the unallocated half must read as zeros.
+  await dev.inner.zero(7 * MiB, MiB);
+  const c = await RawClient.open({ port }, { name: 'd', structured: false });
+  t.after(() => c.close());
+  for (let round = 0; round < 3; round++) {
+    const r = await c.request(P.CMD_READ, { offset: 6 * MiB + 512 * 1024, length: MiB });
+    const expect = Buffer.alloc(MiB);
+    expect.fill(7, 0, 512 * 1024);
+    assert.ok(r.data!.equals(expect), `round ${round}: never-written range reads as zeros`);
+  }
+  assert.equal(intoCalls, 51);
   assert.equal(dev.calls.filter((c) => c.op === 'read').length, 0, 'the allocating read path was not used');
 });
 

@@ -149,6 +149,13 @@ test('create refuses an existing path, a fixed differencing disk, and bad geomet
   await assert.rejects(VhdxDevice.create(join(dir, 'c.vhdx'), { size: MiB, blockSize: 3 * MiB }), /power of two/);
   await assert.rejects(VhdxDevice.create(join(dir, 'd.vhdx'), { size: 1000 }), /multiple of the logical sector size/);
   await assert.rejects(VhdxDevice.create(join(dir, 'e.vhdx'), { size: 65 * 2 ** 40 }), /64 TiB/);
+  // The largest disk the format allows (sparse).
+  const max = await VhdxDevice.create(join(dir, 'max.vhdx'), { size: 64 * 2 ** 40, blockSize: 256 * MiB });
+  await max.write(64 * 2 ** 40 - 3, Buffer.from('end'));
+  await max.close();
+  const maxRo = await VhdxDevice.open(join(dir, 'max.vhdx'), { readOnly: true });
+  assert.equal((await maxRo.read(64 * 2 ** 40 - 3, 3)).toString(), 'end');
+  await maxRo.close();
   await assert.rejects(VhdxDevice.create(join(dir, 'f.vhdx'), { size: 0, parent: join(dir, 'nope.vhdx') }), (e: unknown) => e instanceof NotFoundError && /nope\.vhdx/.test(e.message));
   await assert.rejects(VhdxDevice.open(join(dir, 'nope.vhdx')), NotFoundError);
 });

@@ -165,3 +165,13 @@ test('specific corruptions name the structure: BAT entry past end of file, both 
   assert.equal(r3.ok, false);
   assert.match(r3.problems[0]!.message, /region table 1: checksum mismatch/);
 });
+
+test('a partially present block without a sector bitmap block is refused (never a crash on write)', async (t) => {
+  const dir = await tempDir(t, 'vhdx-fuzz-');
+  const { child } = await makeBases(dir);
+  const fh = await open(child, 'r+');
+  // Child BAT at 3 MiB: payload block 1 is PARTIALLY_PRESENT; clear its chunk's bitmap entry (index 4096).
+  await fh.write(Buffer.alloc(8), 0, 8, 3 * MiB + 4096 * 8);
+  await fh.close();
+  await assert.rejects(VhdxDevice.open(child), (e: unknown) => e instanceof CorruptError && /BAT entry 1: partially present block whose chunk has no sector bitmap/.test(e.message));
+});

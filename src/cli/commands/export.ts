@@ -19,10 +19,11 @@ export function register(program: Command): void {
         x.manifest.disks.map((d) => `  disk ${d.slot}: ${d.file} ${d.mode}, ${d.copied} bytes copied, sha256 ${d.sha256}`).join('\n')).join('\n'));
     });
   ex.command('verify <dir>').description(`re-hash an export's disks and compare with its manifest (exit ${ExitCode.DIFFERENT} on a mismatch)`)
-    .option('--json', 'print as JSON')
+    .option(HOME_FLAGS, `${HOME_HELP} (not used: accepted for uniformity)`).option('--json', 'print as JSON')
     .action(async (dir: string, o: { json?: boolean }) => {
       const r = await verifyExport(dir);
-      printResult(o.json, r, () => r.disks.map((d) => `disk ${d.slot} ${d.file}: ${d.ok ? 'ok' : `MISMATCH${d.error ? ` (${d.error})` : ` (${d.actual})`}`}`).join('\n'));
+      // The parent command shares --json/--home: commander may hand them to it.
+      printResult(o.json || ex.opts().json, r, () => r.disks.map((d) => `disk ${d.slot} ${d.file}: ${d.ok ? 'ok' : `MISMATCH${d.error ? ` (${d.error})` : ` (${d.actual})`}`}`).join('\n'));
       if (!r.ok) process.exitCode = ExitCode.DIFFERENT;
     });
 }
