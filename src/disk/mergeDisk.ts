@@ -43,6 +43,16 @@ export async function mergeDisk(child: string): Promise<MergeResult> {
     throw new DiskOperationError(child, 'is a raw disk and has no parent to merge into; merge works on differencing VHDX disks', { format: 'raw' });
   }
   let parent: string;
+  if (journal) {
+    // Resuming an interrupted merge: the journal names the parent (whose log may still need replaying,
+    // which a read-only open of the chain would refuse); mergeVhdx checks it against the journal.
+    const { report } = await withTrackedOperation(
+      journal,
+      { what: 'tidemark disk merge', ranges: () => childOwnRanges(child), acceptJournals: [resolve(mergeJournalPath(child))] },
+      () => withContext(`merge ${child}`, mergeVhdx(child)),
+    );
+    return withReport({ child, parent: journal }, report);
+  }
   try {
     const info = await diskInfo(child);
     if (info.type !== 'differencing' || info.parentChain.length === 0) {

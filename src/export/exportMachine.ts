@@ -60,9 +60,13 @@ const COPY = 4 * 1024 * 1024;
 /** Export a machine, or each machine of a group into `<dir>/<machine name>`. */
 export async function exportMachines(home: string, ref: string, dir: string, opts: ExportOptions = {}): Promise<ExportResult[]> {
   const targets = await Inventory.transact(home, (state) => {
-    const ms = resolveTargets(state, ref);
-    const single = ms.length === 1 && ms[0]!.name === ref || ms.length === 1 && ms[0]!.id === ref;
-    return ms.map((m) => ({ id: m.id, name: m.name, single }));
+    let single = true;
+    try {
+      findMachine(state, ref);
+    } catch {
+      single = false;
+    }
+    return resolveTargets(state, ref).map((m) => ({ id: m.id, name: m.name, single }));
   });
   const out = [];
   for (const t of targets) {
@@ -132,56 +136,64 @@ export async function exportMachine(home: string, ref: string, dirArg: string, o
       warnings,
     };
   });
-  await step('checkpoint');
-  await opts.onFrozen?.(fz.disks.map(({ slot, frozen, current }) => ({ slot, frozen, current })));
-
-  const disks: ManifestDisk[] = [];
-  for (const d of fz.disks) {
-    disks.push(await exportDisk(dir, d, fz, !!opts.merge));
-    await step(`disk${d.slot}`);
-  }
-  if (fz.base) {
-    for (const bd of fz.base.disks) if (!fz.disks.some((d) => d.slot === bd.slot)) fz.warnings.push(`disk slot ${bd.slot} was removed since reference point ${fz.base.id}`);
-  }
-  const refId = randomUUID();
-  const config = structuredClone(fz.config);
-  for (const c of config.disks) c.path = disks.find((d) => d.slot === c.slot)!.file;
-  const kind = !fz.base ? 'full' : opts.merge ? 'synthetic-full' : 'differential';
-  const manifest: ExportManifest = {
-    format: MANIFEST_FORMAT,
-    version: MANIFEST_VERSION,
-    kind,
-    machine: { id: fz.machineId, name: fz.name },
-    config,
-    configHash: configHash(fz.config),
-    refpoint: { id: refId, seq: fz.seq },
-    ...(fz.base ? { since: { refpoint: fz.base.id, exportDir: fz.base.exportDir } } : {}),
-    disks,
-    warnings: fz.warnings,
-  };
-  await writeAtomic(manifestPath(dir), JSON.stringify(manifest, null, 2) + '\n');
-  await step('manifest');
-
-  const refpoint: RefpointRecord = {
-    id: refId,
-    seq: fz.seq,
-    machineId: fz.machineId,
-    configHash: manifest.configHash,
-    exportDir: dir,
-    disks: fz.disks.map((d) => ({ slot: d.slot, rctId: d.rctId, path: d.frozen, size: disks.find((x) => x.slot === d.slot)!.size, exportFile: join(dir, disks.find((x) => x.slot === d.slot)!.file) })),
-  };
-  await Inventory.transact(home, async (state) => {
-    const m = findMachine(state, fz.machineId);
-    const cp = m.checkpoints.find((c) => c.id === fz.cpId);
-    if (!cp) throw new TidemarkError('E_INTERNAL', `backup checkpoint ${fz.cpId} of machine ${m.name} vanished during the export`, {});
-    cp.refpoint = refpoint;
-  });
-  await step('refpoint');
-  await Inventory.transact(home, async (state) => {
+  const release = () => Inventory.transact(home, async (state) => {
     const m = findMachine(state, fz.machineId);
     const cp = m.checkpoints.find((c) => c.id === fz.cpId);
     if (cp) await closeBackupCheckpoint(m, cp);
   });
+  let manifest: ExportManifest;
+  try {
+    await step('checkpoint');
+    await opts.onFrozen?.(fz.disks.map(({ slot, frozen, current }) => ({ slot, frozen, current })));
+
+    const disks: ManifestDisk[] = [];
+    for (const d of fz.disks) {
+      disks.push(await exportDisk(dir, d, fz, !!opts.merge));
+      await step(`disk${d.slot}`);
+    }
+    if (fz.base) {
+      for (const bd of fz.base.disks) if (!fz.disks.some((d) => d.slot === bd.slot)) fz.warnings.push(`disk slot ${bd.slot} was removed since reference point ${fz.base.id}`);
+    }
+    const refId = randomUUID();
+    const config = structuredClone(fz.config);
+    for (const c of config.disks) c.path = disks.find((d) => d.slot === c.slot)!.file;
+    const kind = !fz.base ? 'full' : opts.merge ? 'synthetic-full' : 'differential';
+    manifest = {
+      format: MANIFEST_FORMAT,
+      version: MANIFEST_VERSION,
+      kind,
+      machine: { id: fz.machineId, name: fz.name },
+      config,
+      configHash: configHash(fz.config),
+      refpoint: { id: refId, seq: fz.seq },
+      ...(fz.base ? { since: { refpoint: fz.base.id, exportDir: fz.base.exportDir } } : {}),
+      disks,
+      warnings: fz.warnings,
+    };
+    await writeAtomic(manifestPath(dir), JSON.stringify(manifest, null, 2) + '\n');
+    await step('manifest');
+
+    const refpoint: RefpointRecord = {
+      id: refId,
+      seq: fz.seq,
+      machineId: fz.machineId,
+      configHash: manifest.configHash,
+      exportDir: dir,
+      disks: fz.disks.map((d) => ({ slot: d.slot, rctId: d.rctId, path: d.frozen, size: disks.find((x) => x.slot === d.slot)!.size, exportFile: join(dir, disks.find((x) => x.slot === d.slot)!.file) })),
+    };
+    await Inventory.transact(home, async (state) => {
+      const m = findMachine(state, fz.machineId);
+      const cp = m.checkpoints.find((c) => c.id === fz.cpId);
+      if (!cp) throw new TidemarkError('E_INTERNAL', `backup checkpoint ${fz.cpId} of machine ${m.name} vanished during the export`, {});
+      cp.refpoint = refpoint;
+    });
+    await step('refpoint');
+  } catch (err) {
+    // Merge back now rather than leave it to the next command (which would do the same once we exit).
+    await release().catch(() => undefined);
+    throw err;
+  }
+  await release();
   await step('merge');
   return { dir, manifest };
 }
@@ -300,10 +312,14 @@ async function writeAtomic(path: string, text: string): Promise<void> {
   await fsyncDir(resolve(path, '..'));
 }
 
-/** Test hook: TIDEMARK_DEBUG_STEPS=<ms> prints `tidemark-step <name>` to stderr and pauses <ms> after each step. */
+/**
+ * Test hook: TIDEMARK_DEBUG_STEPS=<ms> prints `tidemark-step <name>` to stderr after each step and pauses
+ * <ms> there (only at step TIDEMARK_DEBUG_PAUSE_AT when that is set).
+ */
 async function debugStep(s: string): Promise<void> {
   const ms = process.env.TIDEMARK_DEBUG_STEPS;
   if (ms === undefined) return;
   process.stderr.write(`tidemark-step ${s}\n`);
-  await new Promise((r) => setTimeout(r, Number(ms) || 0));
+  const at = process.env.TIDEMARK_DEBUG_PAUSE_AT;
+  if (!at || at === s) await new Promise((r) => setTimeout(r, Number(ms) || 0));
 }

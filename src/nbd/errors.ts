@@ -1,15 +1,5 @@
 import { ExitCode, TidemarkError } from '../errors.js';
 
-/**
- * A client broke the NBD protocol in a way that ends its session (garbage magic, impossible lengths, a
- * payload too large to skip). Only that connection is dropped; the server carries on.
- */
-export class NbdProtocolError extends TidemarkError {
-  constructor(detail: string, data: Record<string, unknown> = {}) {
-    super('E_NBD_PROTOCOL', `NBD client protocol violation: ${detail}`, data, ExitCode.USAGE);
-  }
-}
-
 /** An option payload (handshake phase) is malformed; answered with NBD_REP_ERR_INVALID. */
 export class NbdOptionFormatError extends TidemarkError {
   constructor(option: number, detail: string) {

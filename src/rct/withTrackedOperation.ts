@@ -13,7 +13,9 @@
  * as clean, so older IDs stay valid. A crash midway leaves the not-clean state; the next open's crash
  * rules decide (same size checks; identities as recorded).
  */
+import type { BlockDevice } from '../blockdev/BlockDevice.js';
 import { DiskLock } from '../blockdev/DiskLock.js';
+import { TidemarkError } from '../errors.js';
 import { detectDiskFormat } from '../disk/detectDiskFormat.js';
 import { openDisk } from '../disk/openDisk.js';
 import { ChangeTracker, JOURNAL_TOKEN } from './ChangeTracker.js';
@@ -59,7 +61,7 @@ export async function withTrackedOperation<T>(diskPath: string, plan: TrackedOpe
   const lock = await DiskLock.acquire(diskPath, { exclusive: true, holder: plan.what });
   try {
     const kind = (await detectDiskFormat(diskPath)) === 'vhdx' ? 'device' : 'file';
-    const before = await openDisk(diskPath, { readOnly: true });
+    const before = await openToObserve(diskPath);
     let tracker: ChangeTracker;
     let marked: Range[];
     try {
@@ -83,7 +85,7 @@ export async function withTrackedOperation<T>(diskPath: string, plan: TrackedOpe
     // Re-bind even when the operation failed: it changed nothing outside what was declared.
     let grown: { grewFrom?: number };
     try {
-      const after = await openDisk(diskPath, { readOnly: true });
+      const after = await openToObserve(diskPath);
       try {
         grown = await tracker.endOperation(after, kind, plan.what);
       } finally {
@@ -102,6 +104,21 @@ export async function withTrackedOperation<T>(diskPath: string, plan: TrackedOpe
     return { value, report };
   } finally {
     await lock.release();
+  }
+}
+
+/**
+ * Open the disk read-only to observe its size and identity. A VHDX whose log still holds updates of a
+ * crashed session (e.g. an interrupted merge) refuses read-only opens: replay it first by opening it
+ * read-write and closing it without writing (replay changes the FileWriteGuid, not the DataWriteGuid).
+ */
+async function openToObserve(diskPath: string): Promise<BlockDevice> {
+  try {
+    return await openDisk(diskPath, { readOnly: true });
+  } catch (err) {
+    if (!(err instanceof TidemarkError && err.code === 'E_VHDX_DIRTY_LOG')) throw err;
+    await (await openDisk(diskPath)).close();
+    return openDisk(diskPath, { readOnly: true });
   }
 }
 

@@ -119,6 +119,12 @@ test('nbdinfo --list shows every export; --map reports base:allocation and tidem
   // An ID the source does not know is not selected: the client gets no such context.
   const bad = await exec('nbdinfo', ['--map=tidemark:changes:nope', `nbd://127.0.0.1:${port}/vm-a`], { allowFail: true });
   assert.notEqual(bad.status, 0);
+  // qemu reads it exactly like one of its dirty bitmaps (x-dirty-bitmap reports dirty as "not data").
+  if (!requireTools(t, 'qemu-img')) return;
+  const qmap = JSON.parse(
+    (await exec('qemu-img', ['map', '--output=json', '--image-opts', `driver=nbd,host=127.0.0.1,port=${port},export=vm-a,x-dirty-bitmap=tidemark:changes:rct-1`])).stdout,
+  ) as Array<{ start: number; length: number; data: boolean }>;
+  assert.deepEqual(qmap.filter((m) => !m.data).map((m) => [m.start, m.length]), [[MiB, 512 * 1024]]);
 });
 
 test('nbdcopy both ways over a unix socket, with multi-conn', async (t) => {

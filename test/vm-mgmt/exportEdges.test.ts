@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { rm, writeFile } from 'node:fs/promises';
+import { rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tools.js';
 import { hashDisk, writeDisk } from './harness.js';
@@ -9,6 +9,7 @@ import { createMachine, setMachine, showMachine } from '../../src/vm/machines.js
 import { exportMachine } from '../../src/export/exportMachine.js';
 import { removeRefpoint } from '../../src/checkpoint/refpoints.js';
 import { verifyExport } from '../../src/export/verifyExport.js';
+import { importExport } from '../../src/export/importExport.js';
 
 const MiB = 2 ** 20;
 
@@ -108,4 +109,44 @@ test('a disk added since the reference point is exported in full, a removed one 
   const e2 = await exportMachine(home, 'y', join(out, 'e2'), { since: e1.manifest.refpoint.id });
   assert.deepEqual(e2.manifest.disks.map((d) => [d.slot, d.mode, d.size]), [[0, 'differential', 8 * MiB], [1, 'full', 4 * MiB]]);
   assert.match(e2.manifest.disks[1]!.fallback!, /disk slot 1 was replaced/);
+});
+
+test('import moves a full export into place with the same ID; orphan checkpoint disks are cleaned', async (t) => {
+  const home = await tempDir(t);
+  const home2 = await tempDir(t);
+  const out = await tempDir(t, 'tidemark-exp-');
+  const m = await createMachine(home, 'z', { disks: [{ size: 8 * MiB }], notes: 'n' });
+  await writeDisk(m.disks[0]!.path, [[MiB, randomBytes(9000)]]);
+  const e1 = await exportMachine(home, 'z', join(out, 'e1'));
+  const imp = await importExport(home2, e1.dir);
+  assert.equal(imp.id, m.id);
+  assert.equal(imp.config.notes, 'n');
+  assert.equal(await hashDisk(imp.disks[0]!.path), e1.manifest.disks[0]!.sha256);
+  assert.equal(await stat(join(e1.dir, 'disk0.vhdx')).then(() => true, () => false), false, 'moved, not copied');
+  await assert.rejects(importExport(home2, e1.dir), /not a complete|already registered|disk0\.vhdx/);
+
+  // A job killed after creating a checkpoint disk but before committing the inventory leaves an orphan.
+  const orphan = join(m.dir, `${m.id.slice(0, 8)}-d0-ck-0123abcd.avhdx`);
+  await writeFile(orphan, 'x');
+  await showMachine(home, 'z');
+  assert.equal(await stat(orphan).then(() => true, () => false), false);
+});
+
+test('an export that fails merges its backup checkpoint back at once and records no reference point', async (t) => {
+  const home = await tempDir(t);
+  const out = await tempDir(t, 'tidemark-exp-');
+  const m = await createMachine(home, 'f', { disks: [{ size: 8 * MiB }] });
+  await assert.rejects(exportMachine(home, 'f', join(out, 'e1'), {
+    onFrozen: async (disks) => {
+      await writeDisk(disks[0]!.current, [[0, Buffer.alloc(4096, 3)]]);
+      throw new Error('boom');
+    },
+  }), /boom/);
+  const v = await showMachine(home, 'f');
+  assert.deepEqual(v.checkpoints, []);
+  assert.deepEqual(v.refpoints, []);
+  assert.equal(v.disks[0]!.path, m.disks[0]!.path);
+  const dev = await (await import('../../src/disk/openDisk.js')).openDisk(m.disks[0]!.path, { readOnly: true });
+  assert.deepEqual(await dev.read(0, 4096), Buffer.alloc(4096, 3), 'the write made during the export was kept');
+  await dev.close();
 });

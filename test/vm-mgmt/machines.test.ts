@@ -4,7 +4,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tools.js';
-import { cli, hashDisk, MAIN, ok, writeDisk } from './harness.js';
+import { cli, MAIN, ok } from './harness.js';
 import { validateConfig } from '../../src/vm/MachineConfig.js';
 import { ConfigInvalidError } from '../../src/vm/errors.js';
 
@@ -77,53 +77,3 @@ test('validateConfig rejects bad configurations with every problem listed', () =
   assert.throws(() => validateConfig({ ...good, disks: [{ slot: 1, path: '/a' }, { slot: 1, path: '/b' }] }, 'x'), /slot 1 used twice/);
 });
 
-test('groups: create/add/remove/list/show, and a checkpoint of a group', async (t) => {
-  const home = await tempDir(t);
-  ok(home, ['vm', 'create', 'a', '--disk', '4M']);
-  ok(home, ['vm', 'create', 'b', '--disk', '4M']);
-  ok(home, ['group', 'create', 'g', 'a']);
-  assert.deepEqual(ok(home, ['group', 'add', 'g', 'b']).members.length, 2);
-  assert.deepEqual(ok(home, ['group', 'show', 'g']).names, ['a', 'b']);
-  const cps = ok(home, ['checkpoint', 'create', 'g']);
-  assert.deepEqual(cps.map((c: any) => c.machine), ['a', 'b']);
-  assert.equal(ok(home, ['group', 'remove', 'g', 'a']).members.length, 1);
-  ok(home, ['group', 'remove', 'g']);
-  assert.deepEqual(ok(home, ['group', 'list']), []);
-  assert.equal(cli(home, ['group', 'show', 'g']).status, 3);
-});
-
-test('checkpoints: create forks into .avhdx, apply reverts, remove merges back', async (t) => {
-  const home = await tempDir(t);
-  const m = ok(home, ['vm', 'create', 'c', '--disk', '16M']);
-  const root = m.disks[0].path;
-  await writeDisk(root, [[0, Buffer.alloc(4096, 1)]]);
-  const h0 = await hashDisk(root);
-
-  const [cp1] = ok(home, ['checkpoint', 'create', 'c', '--name', 'one']);
-  const leaf1 = ok(home, ['vm', 'show', 'c']).disks[0].path;
-  assert.match(leaf1, /\.avhdx$/);
-  assert.equal(cp1.disks[0].parent, root);
-  await writeDisk(leaf1, [[8192, Buffer.alloc(4096, 2)]]);
-  const h1 = await hashDisk(leaf1);
-  assert.equal(await hashDisk(root), h0, 'the frozen parent does not change');
-
-  ok(home, ['checkpoint', 'create', 'c', '--name', 'two', '--type', 'production']);
-  const leaf2 = ok(home, ['vm', 'show', 'c']).disks[0].path;
-  await writeDisk(leaf2, [[16384, Buffer.alloc(4096, 3)]]);
-  assert.notEqual(await hashDisk(leaf2), h1);
-
-  // Apply "one": back to the state at checkpoint one (h0), "two" is gone.
-  ok(home, ['checkpoint', 'apply', 'c', 'one']);
-  const after = ok(home, ['vm', 'show', 'c']);
-  assert.deepEqual(after.checkpoints.map((c: any) => c.name), ['one']);
-  assert.equal(await hashDisk(after.disks[0].path), h0);
-
-  // Write, remove "one": the current state is kept and merged into the root.
-  await writeDisk(after.disks[0].path, [[65536, Buffer.alloc(512, 9)]]);
-  const hCur = await hashDisk(after.disks[0].path);
-  ok(home, ['checkpoint', 'remove', 'c', 'one']);
-  const fin = ok(home, ['vm', 'show', 'c']);
-  assert.equal(fin.disks[0].path, root);
-  assert.equal(await hashDisk(root), hCur);
-  assert.deepEqual((await readdir(m.dir)).filter((f) => f.endsWith('.avhdx')), []);
-});

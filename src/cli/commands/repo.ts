@@ -10,6 +10,7 @@ import { Repository } from '../../repo/Repository.js';
 import { verifyRepository } from '../../repo/verifyRepository.js';
 import { UsageError } from '../../errors.js';
 import { formatSize, parseSize } from '../../util/size.js';
+import { defaultRepositoryPath } from '../../backup/defaultRepository.js';
 import { printResult } from '../output.js';
 
 /**
@@ -49,13 +50,14 @@ export function register(program: Command): void {
     );
   });
 
-  pass(
-    repo
-      .command('verify <path>')
-      .description(`check every restore point can be restored; exits ${ExitCode.DIFFERENT} and names the damaged objects and affected snapshots otherwise`)
-      .option('--read-data', 'read and verify every chunk (default: check that chunks exist)')
-      .option('--json', 'print as JSON'),
-  ).action(async (path: string, o: { readData?: boolean; passphraseFile?: string; json?: boolean }) => {
+  const verifyCmd = (c: Command): Command =>
+    pass(
+      c
+        .description(`check every restore point can be restored; exits ${ExitCode.DIFFERENT} and names the damaged objects and affected snapshots otherwise`)
+        .option('--read-data', 'read and verify every chunk (default: check that chunks exist)')
+        .option('--json', 'print as JSON'),
+    );
+  const verifyAction = async (path: string, o: { readData?: boolean; passphraseFile?: string; json?: boolean }): Promise<void> => {
     const r = await openRepositoryAt(path, o);
     const rep = await verifyRepository(r, { readData: !!o.readData });
     printResult(o.json, rep, () => {
@@ -67,7 +69,9 @@ export function register(program: Command): void {
       return [head, ...lines].join('\n');
     });
     if (!rep.ok) process.exitCode = ExitCode.DIFFERENT;
-  });
+  };
+  verifyCmd(repo.command('verify <path>')).action(verifyAction);
+  verifyCmd(program.command('verify')).option('--repo <dir>', DEFAULT_REPO_HELP).action((o: { repo?: string; readData?: boolean; passphraseFile?: string; json?: boolean }) => verifyAction(o.repo ?? defaultRepositoryPath(), o));
 
   const keep = (c: Command): Command =>
     c
@@ -77,8 +81,8 @@ export function register(program: Command): void {
       .option('--keep-weekly <n>', 'keep the newest snapshot of each of the last n weeks', countArg)
       .option('--keep-monthly <n>', 'keep the newest snapshot of each of the last n months', countArg)
       .option('--keep-yearly <n>', 'keep the newest snapshot of each of the last n years', countArg);
-  pass(keep(repo.command('forget <path>').description('remove snapshots not kept by the policy (per host + source); see also --prune')).option('--dry-run', 'only show what would be removed').option('--prune', 'prune afterwards').option('--json', 'print as JSON')).action(
-    async (path: string, o: KeepOpts & { dryRun?: boolean; prune?: boolean; passphraseFile?: string; json?: boolean }) => {
+  const forgetCmd = (c: Command): Command => pass(keep(c.description('remove snapshots not kept by the policy (per host + source); see also --prune')).option('--dry-run', 'only show what would be removed').option('--prune', 'prune afterwards').option('--json', 'print as JSON'));
+  const forgetAction = async (path: string, o: KeepOpts & { dryRun?: boolean; prune?: boolean; passphraseFile?: string; json?: boolean }): Promise<void> => {
       const policy: ForgetPolicy = { last: o.keepLast, hourly: o.keepHourly, daily: o.keepDaily, weekly: o.keepWeekly, monthly: o.keepMonthly, yearly: o.keepYearly };
       if (!Object.values(policy).some((n) => (n ?? 0) > 0)) throw new UsageError('forget needs a policy: at least one --keep-* option');
       const r = await openRepositoryAt(path, o);
@@ -92,16 +96,18 @@ export function register(program: Command): void {
           ...(pr ? [pruneText(pr)] : []),
         ].join('\n'),
       );
-    },
-  );
+  };
+  forgetCmd(repo.command('forget <path>')).action(forgetAction);
+  forgetCmd(program.command('forget')).option('--repo <dir>', DEFAULT_REPO_HELP).action((o: KeepOpts & { repo?: string; dryRun?: boolean; prune?: boolean; passphraseFile?: string; json?: boolean }) => forgetAction(o.repo ?? defaultRepositoryPath(), o));
 
-  pass(repo.command('prune <path>').description('delete chunks and index pages no snapshot references (exclusive lock; objects younger than 2 h are kept)').option('--dry-run', 'only count').option('--json', 'print as JSON')).action(
-    async (path: string, o: { dryRun?: boolean; passphraseFile?: string; json?: boolean }) => {
-      const r = await openRepositoryAt(path, o);
-      const pr = await prune(r, { dryRun: o.dryRun });
-      printResult(o.json, pr, () => pruneText(pr, o.dryRun));
-    },
-  );
+  const pruneCmd = (c: Command): Command => pass(c.description('delete chunks and index pages no snapshot references (exclusive lock; objects younger than 2 h are kept)').option('--dry-run', 'only count').option('--json', 'print as JSON'));
+  const pruneAction = async (path: string, o: { dryRun?: boolean; passphraseFile?: string; json?: boolean }): Promise<void> => {
+    const r = await openRepositoryAt(path, o);
+    const pr = await prune(r, { dryRun: o.dryRun });
+    printResult(o.json, pr, () => pruneText(pr, o.dryRun));
+  };
+  pruneCmd(repo.command('prune <path>')).action(pruneAction);
+  pruneCmd(program.command('prune')).option('--repo <dir>', DEFAULT_REPO_HELP).action((o: { repo?: string; dryRun?: boolean; passphraseFile?: string; json?: boolean }) => pruneAction(o.repo ?? defaultRepositoryPath(), o));
 
   pass(repo.command('unlock <path>').description('remove stale locks left by crashed processes').option('--json', 'print as JSON')).action(async (path: string, o: { passphraseFile?: string; json?: boolean }) => {
     const r = await openRepositoryAt(path, o);
@@ -109,6 +115,8 @@ export function register(program: Command): void {
     printResult(o.json, { removed }, () => `removed ${removed} stale lock(s)`);
   });
 }
+
+const DEFAULT_REPO_HELP = 'repository directory (default: $TIDEMARK_HOME/repo)';
 
 interface KeepOpts {
   keepLast?: number;

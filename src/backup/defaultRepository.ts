@@ -1,0 +1,33 @@
+import { stat } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { LocalBackend } from '../backend/LocalBackend.js';
+import { openRepositoryAt, type PassphraseSource } from '../repo/openRepositoryAt.js';
+import { Repository } from '../repo/Repository.js';
+
+/** `$TIDEMARK_HOME`, default `~/.local/share/tidemark`. */
+export function tidemarkHome(env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(env.TIDEMARK_HOME || join(homedir(), '.local', 'share', 'tidemark'));
+}
+
+/** The default repository directory: `$TIDEMARK_HOME/repo`. */
+export function defaultRepositoryPath(env: NodeJS.ProcessEnv = process.env): string {
+  return join(tidemarkHome(env), 'repo');
+}
+
+/**
+ * Open the repository at `path` (default: `$TIDEMARK_HOME/repo`). When `create` is set and the
+ * directory holds no repository yet, create an unencrypted one with the built-in defaults and call
+ * `onCreated(path)`. Only a missing `config` counts as "no repository": anything else (damage, wrong
+ * passphrase) is reported as the repository layer reports it.
+ */
+export async function openOrCreateRepository(path: string | undefined, opts: PassphraseSource & { create?: boolean; onCreated?: (path: string) => void } = {}): Promise<Repository> {
+  const dir = resolve(path ?? defaultRepositoryPath(opts.env));
+  const exists = await stat(join(dir, 'config', 'config')).then(() => true, () => false);
+  if (!exists && opts.create) {
+    const repo = await Repository.init(new LocalBackend(dir), {});
+    opts.onCreated?.(dir);
+    return repo;
+  }
+  return openRepositoryAt(dir, opts);
+}

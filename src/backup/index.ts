@@ -1,0 +1,10 @@
+/** Backup jobs: the public API (see docs/parts/backup.md). */
+export { backupDisk, diskSource, latestSnapshotOf, type BackupDiskOptions, type BackupDiskResult, type BackupMode } from './backupDisk.js';
+export { restoreSnapshot, type RestoreSnapshotOptions, type RestoreSnapshotResult } from './restoreSnapshot.js';
+export { rollbackDisk, type RollbackOptions, type RollbackResult } from './rollbackDisk.js';
+export { SnapshotDevice, type SnapshotDeviceOptions } from './SnapshotDevice.js';
+export { diffDisks, type SnapshotDiff } from './diffSnapshots.js';
+export { selectDisk } from './selectDisk.js';
+export { tidemarkHome, defaultRepositoryPath, openOrCreateRepository } from './defaultRepository.js';
+export { DiskServedError, SnapshotDiskError } from './errors.js';
+export { mountSnapshot, type MountOptions, type MountedSnapshot } from './mountSnapshot.js';

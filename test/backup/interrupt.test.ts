@@ -1,0 +1,54 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { open, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { tempDir } from '../helpers/tools.js';
+import { cli, cliJson, cliSpawn, sha256File, type BackupJson } from './helpers.js';
+
+const MiB = 1 << 20;
+
+async function countChunks(repo: string): Promise<number> {
+  let n = 0;
+  for (const d of await readdir(join(repo, 'chunks')).catch(() => [] as string[])) n += (await readdir(join(repo, 'chunks', d)).catch(() => [] as string[])).length;
+  return n;
+}
+
+test('a backup killed midway leaves no snapshot; verify passes; the next backup is correct', async (t) => {
+  const dir = await tempDir(t);
+  const home = join(dir, 'home');
+  const repo = join(home, 'repo');
+  const disk = join(dir, 'disk.raw');
+  const size = 40 * MiB;
+  const fh = await open(disk, 'w');
+  await fh.truncate(size);
+  for (let off = 0; off < 24 * MiB; off += 4 * MiB) await fh.write(randomBytes(4 * MiB), 0, 4 * MiB, off);
+  await fh.close();
+
+  const p = cliSpawn(home, ['backup', disk]);
+  const exited = new Promise<number | null>((r) => p.once('exit', (c) => r(c)));
+  // Wait until the backup has stored some chunks (but not all 768), then kill it.
+  const t0 = Date.now();
+  while ((await countChunks(repo)) < 20) {
+    if (Date.now() - t0 > 20_000) throw new Error('backup stored no chunks within 20 s');
+    await sleep(20);
+  }
+  p.kill('SIGKILL');
+  await exited;
+  const stored = await countChunks(repo);
+  assert.ok(stored < 768, `killed midway (${stored} chunks stored)`);
+
+  assert.deepEqual(cliJson<unknown[]>(home, ['snapshots']), [], 'no snapshot is visible');
+  const v = cli(home, ['repo', 'verify', repo]);
+  assert.equal(v.status, 0, v.stdout + v.stderr);
+
+  const b = cliJson<BackupJson>(home, ['backup', disk]);
+  assert.equal(b.mode, 'full');
+  assert.equal(b.bytesRead, 24 * MiB);
+  assert.ok(b.chunksNew <= 768 - stored + 8, 'chunks stored before the kill are reused');
+  const out = join(dir, 'r.raw');
+  cliJson(home, ['restore', b.snapshot, '--to', out]);
+  assert.equal(await sha256File(out), await sha256File(disk));
+  assert.equal(cli(home, ['repo', 'verify', repo, '--read-data']).status, 0);
+});
