@@ -2,8 +2,10 @@ import { stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { LocalBackend } from '../backend/LocalBackend.js';
-import { openRepositoryAt, type PassphraseSource } from '../repo/openRepositoryAt.js';
+import { readPassphrase, type PassphraseSource } from '../repo/openRepositoryAt.js';
+import { decodeRepoConfig } from '../repo/RepoConfig.js';
 import { Repository } from '../repo/Repository.js';
+import { DeferredSyncBackend } from './DeferredSyncBackend.js';
 
 /** `$TIDEMARK_HOME`, default `~/.local/share/tidemark`. */
 export function tidemarkHome(env: NodeJS.ProcessEnv = process.env): string {
@@ -19,15 +21,26 @@ export function defaultRepositoryPath(env: NodeJS.ProcessEnv = process.env): str
  * Open the repository at `path` (default: `$TIDEMARK_HOME/repo`). When `create` is set and the
  * directory holds no repository yet, create an unencrypted one with the built-in defaults and call
  * `onCreated(path)`. Only a missing `config` counts as "no repository": anything else (damage, wrong
- * passphrase) is reported as the repository layer reports it.
+ * passphrase) is reported as the repository layer reports it. The passphrase is asked for only when the
+ * repository is encrypted. The backend is a DeferredSyncBackend over a LocalBackend: chunks and index
+ * pages become durable in batches, always before any manifest is written.
  */
 export async function openOrCreateRepository(path: string | undefined, opts: PassphraseSource & { create?: boolean; onCreated?: (path: string) => void } = {}): Promise<Repository> {
   const dir = resolve(path ?? defaultRepositoryPath(opts.env));
   const exists = await stat(join(dir, 'config', 'config')).then(() => true, () => false);
+  const local = new LocalBackend(dir);
+  const backend = new DeferredSyncBackend(local);
   if (!exists && opts.create) {
-    const repo = await Repository.init(new LocalBackend(dir), {});
+    const repo = await Repository.init(backend, {});
     opts.onCreated?.(dir);
     return repo;
   }
-  return openRepositoryAt(dir, opts);
+  let encrypted = false;
+  try {
+    const c = decodeRepoConfig(await local.get('config', 'config'));
+    encrypted = typeof c !== 'string' && c.encryption !== 'none';
+  } catch {
+    // Repository.open reports a missing or bad config precisely.
+  }
+  return Repository.open(backend, { passphrase: encrypted ? await readPassphrase(opts) : undefined });
 }

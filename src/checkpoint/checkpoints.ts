@@ -20,6 +20,7 @@ import { findMachine, resolveTargets } from '../vm/machines.js';
 import { VmBusyError, VmNotFoundError } from '../vm/errors.js';
 import { childName, closeBackupCheckpoint, liveHolder, recoverMachine } from './recover.js';
 import { mergeChild } from './mergeChild.js';
+import { sealDisk } from './sealDisk.js';
 
 export interface CheckpointView {
   machine: string;
@@ -78,10 +79,18 @@ export async function createCheckpoint(home: string, ref: string, opts: { type?:
       await recoverMachine(m);
       assertFree(m);
       if (type === 'backup' && m.checkpoints.length) throw new UsageError(`machine ${m.name} already has checkpoints; a backup checkpoint needs a machine without checkpoints (remove or apply them first)`);
-      out.push(viewOf(m, await forkMachine(m, type, opts.name)));
+      // A backup checkpoint names its instant in each disk's change tracking too (sealed before the fork).
+      const extra = type === 'backup' ? { rctIds: await sealAll(m) } : {};
+      out.push(viewOf(m, await forkMachine(m, type, opts.name, extra)));
     }
     return out;
   });
+}
+
+async function sealAll(m: MachineRecord): Promise<Array<{ slot: number; rctId: string }>> {
+  const out = [];
+  for (const d of m.config.disks) out.push({ slot: d.slot, rctId: await sealDisk(d.path, []) });
+  return out;
 }
 
 export async function listCheckpoints(home: string, ref: string): Promise<CheckpointView[]> {

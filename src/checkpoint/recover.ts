@@ -6,7 +6,7 @@
  * - a checkpoint disk (`<machine id 8>-d<slot>-ck-<8 hex>.avhdx`) in a disk folder that no checkpoint
  *   references: created by a job killed before it committed the inventory; deleted.
  */
-import { readdir, rm } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { CheckpointRecord, Holder, MachineRecord } from '../vm/Inventory.js';
 import { openRctHandle } from '../rct/openRctHandle.js';
@@ -22,8 +22,13 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
-/** The holder of the machine's backup checkpoint if that process is alive. */
+/**
+ * What holds the machine, if that process is alive: its runner while it runs (online checkpoints are not
+ * supported: a running machine cannot be changed, checkpointed or exported), else the export reading its
+ * backup checkpoint.
+ */
 export function liveHolder(m: MachineRecord): Holder | undefined {
+  if (m.runtime && pidAlive(m.runtime.pid)) return { pid: m.runtime.pid, command: 'tidemark vm run (the machine is running: stop it first)', since: m.runtime.since };
   return m.checkpoints.find((c) => c.holder && pidAlive(c.holder.pid))?.holder;
 }
 
@@ -64,6 +69,13 @@ export async function closeBackupCheckpoint(m: MachineRecord, cp: CheckpointReco
 /** Clean a machine's leftovers (see the file comment). Mutates `m`; the caller commits the inventory. */
 export async function recoverMachine(m: MachineRecord): Promise<string[]> {
   const notes: string[] = [];
+  if (m.runtime && !pidAlive(m.runtime.pid)) {
+    // The runner died: its disk locks died with it; a QEMU it left behind has lost its disks.
+    const q = m.runtime.qemuPid;
+    if (q && pidAlive(q) && (await readFile(`/proc/${q}/cmdline`, 'utf8').catch(() => '')).includes('qemu-system')) process.kill(q, 'SIGKILL');
+    notes.push(`cleared the runtime of dead runner PID ${m.runtime.pid}`);
+    delete m.runtime;
+  }
   for (const cp of [...m.checkpoints]) {
     if (cp.type === 'backup' && cp.holder && !pidAlive(cp.holder.pid)) {
       await closeBackupCheckpoint(m, cp);

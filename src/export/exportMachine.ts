@@ -26,8 +26,6 @@ import { openDisk } from '../disk/openDisk.js';
 import { copyDevice } from '../disk/copyDevice.js';
 import { diskInfo } from '../disk/diskInfo.js';
 import { openRctHandle } from '../rct/openRctHandle.js';
-import { enableTracking } from '../rct/enableTracking.js';
-import { TrackingNotEnabledError } from '../rct/errors.js';
 import { fsyncDir } from '../rct/atomicWriteFile.js';
 import type { Range } from '../rct/Range.js';
 import { Inventory, type CheckpointRecord, type MachineRecord, type RefpointRecord } from '../vm/Inventory.js';
@@ -36,6 +34,7 @@ import { findMachine, resolveTargets } from '../vm/machines.js';
 import { VmBusyError } from '../vm/errors.js';
 import { closeBackupCheckpoint, liveHolder, recoverMachine } from '../checkpoint/recover.js';
 import { forkMachine } from '../checkpoint/checkpoints.js';
+import { sealDisk } from '../checkpoint/sealDisk.js';
 import { hashDevice } from './hashDevice.js';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, manifestPath, readManifest, type ExportManifest, type ManifestDisk } from './Manifest.js';
 
@@ -48,6 +47,8 @@ export interface ExportOptions {
   onFrozen?: (frozen: Array<{ slot: number; frozen: string; current: string }>) => Promise<void>;
   /** Called after each step (`checkpoint`, `disk<slot>`, `manifest`, `refpoint`, `merge`). */
   onStep?: (step: string) => Promise<void> | void;
+  /** Progress of each disk: bytes done of the bytes this disk needs (its size, or its changed bytes). */
+  onProgress?: (slot: number, done: number, total: number) => void;
 }
 
 export interface ExportResult {
@@ -107,7 +108,9 @@ export async function exportMachine(home: string, ref: string, dirArg: string, o
     await recoverMachine(m);
     const h = liveHolder(m);
     if (h) throw new VmBusyError(m.name, `${h.command} (PID ${h.pid}) since ${h.since}`);
-    if (m.checkpoints.length) throw new UsageError(`machine ${m.name} has checkpoints; an export needs a machine without checkpoints (remove or apply them first)`);
+    // A backup checkpoint made by `checkpoint create --type backup` (no holder) is adopted and read.
+    const adopt = m.checkpoints.length === 1 && m.checkpoints[0]!.type === 'backup' && !m.checkpoints[0]!.holder ? m.checkpoints[0] : undefined;
+    if (m.checkpoints.length && !adopt) throw new UsageError(`machine ${m.name} has checkpoints; an export needs a machine without checkpoints or with one backup checkpoint (remove or apply them first)`);
     const warnings: string[] = [];
     let base: RefpointRecord | undefined;
     if (sinceId !== undefined) {
@@ -118,19 +121,25 @@ export async function exportMachine(home: string, ref: string, dirArg: string, o
         base = undefined;
       }
     }
-    const rctIds: Array<{ slot: number; rctId: string }> = [];
-    for (const d of m.config.disks) rctIds.push({ slot: d.slot, rctId: await sealDisk(d.path, warnings) });
-    const cp: CheckpointRecord = await forkMachine(m, 'backup', `export-${m.nextRefSeq}`, {
-      holder: { pid: process.pid, command: 'tidemark export', since: new Date().toISOString() },
-      rctIds,
-    });
+    const holder = { pid: process.pid, command: 'tidemark export', since: new Date().toISOString() };
+    let cp: CheckpointRecord;
+    let rctIds: Array<{ slot: number; rctId: string }>;
+    if (adopt) {
+      cp = adopt;
+      cp.holder = holder;
+      rctIds = cp.rctIds ?? [];
+    } else {
+      rctIds = [];
+      for (const d of m.config.disks) rctIds.push({ slot: d.slot, rctId: await sealDisk(d.path, warnings) });
+      cp = await forkMachine(m, 'backup', `export-${m.nextRefSeq}`, { holder, rctIds });
+    }
     const seq = m.nextRefSeq++;
     return {
       machineId: m.id,
       name: m.name,
       cpId: cp.id,
       config: structuredClone(cp.config),
-      disks: cp.disks.map((d) => ({ slot: d.slot, frozen: d.parent, current: d.child, rctId: rctIds.find((r) => r.slot === d.slot)!.rctId })),
+      disks: cp.disks.map((d) => ({ slot: d.slot, frozen: d.parent, current: d.child, rctId: rctIds.find((r) => r.slot === d.slot)?.rctId ?? '' })),
       ...(base ? { base: structuredClone(base) } : {}),
       seq,
       warnings,
@@ -148,7 +157,7 @@ export async function exportMachine(home: string, ref: string, dirArg: string, o
 
     const disks: ManifestDisk[] = [];
     for (const d of fz.disks) {
-      disks.push(await exportDisk(dir, d, fz, !!opts.merge));
+      disks.push(await exportDisk(dir, d, fz, !!opts.merge, (done, total) => opts.onProgress?.(d.slot, done, total)));
       await step(`disk${d.slot}`);
     }
     if (fz.base) {
@@ -198,28 +207,7 @@ export async function exportMachine(home: string, ref: string, dirArg: string, o
   return { dir, manifest };
 }
 
-/** Seal the disk's RCT; a disk whose tracking is gone gets tracking re-enabled (and a warning). */
-async function sealDisk(path: string, warnings: string[]): Promise<string> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const h = await openRctHandle(path, { mutate: true });
-      try {
-        return await h.seal();
-      } finally {
-        await h.close();
-      }
-    } catch (err) {
-      if (attempt === 0 && err instanceof TrackingNotEnabledError) {
-        warnings.push(`${path}: change tracking was not enabled (tracking file deleted?); enabled it now — the next differential of this disk starts from this export`);
-        await enableTracking(path);
-        continue;
-      }
-      throw err;
-    }
-  }
-}
-
-async function exportDisk(dir: string, d: Frozen['disks'][number], fz: Frozen, merge: boolean): Promise<ManifestDisk> {
+async function exportDisk(dir: string, d: Frozen['disks'][number], fz: Frozen, merge: boolean, onProgress: (done: number, total: number) => void): Promise<ManifestDisk> {
   const size = (await diskInfo(d.frozen)).size;
   const bd = fz.base?.disks.find((x) => x.slot === d.slot);
   let ranges: Range[] | undefined;
@@ -254,7 +242,7 @@ async function exportDisk(dir: string, d: Frozen['disks'][number], fz: Frozen, m
   try {
     const dst = await openDisk(path);
     try {
-      if (ranges === undefined) copied = (await copyDevice(src, dst)).read;
+      if (ranges === undefined) copied = (await copyDevice(src, dst, { onProgress })).read;
       else {
         if (merge) {
           const prev = await openDisk(bd!.exportFile, { readOnly: true });
@@ -264,11 +252,13 @@ async function exportDisk(dir: string, d: Frozen['disks'][number], fz: Frozen, m
             await prev.close();
           }
         }
+        const changedTotal = ranges.reduce((a, r) => a + r.length, 0);
         for (const r of ranges) {
           for (let o = r.offset; o < r.offset + r.length; o += COPY) {
             const n = Math.min(COPY, r.offset + r.length - o);
             await dst.write(o, await src.read(o, n));
             copied += n;
+            onProgress(copied, changedTotal);
           }
         }
       }

@@ -77,6 +77,18 @@ export interface CheckpointRecord {
   refpoint?: RefpointRecord;
 }
 
+/** A running machine: the `tidemark vm run` process serving its disks and supervising QEMU. */
+export interface Runtime {
+  /** The runner (supervisor) process. */
+  pid: number;
+  /** QEMU, once started (the machine is `running` from then on). */
+  qemuPid?: number;
+  since: string;
+  /** NBD unix socket serving the disks, and the serial console log. */
+  socket: string;
+  console: string;
+}
+
 export interface MachineRecord {
   id: string;
   name: string;
@@ -88,6 +100,7 @@ export interface MachineRecord {
   /** Oldest first. */
   refpoints: RefpointRecord[];
   nextRefSeq: number;
+  runtime?: Runtime;
 }
 
 export interface GroupRecord {

@@ -40,7 +40,7 @@ export interface MachineView {
   id: string;
   name: string;
   dir: string;
-  status: { state: 'off' | 'held'; holder?: Holder & { checkpoint: string } };
+  status: { state: 'off' | 'held' | 'starting' | 'running'; holder?: Holder & { checkpoint: string }; runtime?: { pid: number; qemuPid?: number; since: string; console: string } };
   config: MachineConfig;
   disks: DiskView[];
   checkpoints: Array<{ id: string; name: string; type: string; createdAt: string }>;
@@ -229,7 +229,9 @@ export async function view(m: MachineRecord): Promise<MachineView> {
     id: m.id,
     name: m.name,
     dir: m.dir,
-    status: h && holding ? { state: 'held', holder: { ...h, checkpoint: holding.id } } : { state: 'off' },
+    status: m.runtime && h && h.pid === m.runtime.pid
+      ? { state: m.runtime.qemuPid ? 'running' : 'starting', runtime: { pid: m.runtime.pid, ...(m.runtime.qemuPid ? { qemuPid: m.runtime.qemuPid } : {}), since: m.runtime.since, console: m.runtime.console } }
+      : h && holding ? { state: 'held', holder: { ...h, checkpoint: holding.id } } : { state: 'off' },
     config: m.config,
     disks,
     checkpoints: m.checkpoints.map((c) => ({ id: c.id, name: c.name, type: c.type, createdAt: c.createdAt })),

@@ -69,7 +69,7 @@ export function assertCovers(ranges: Range[], a: Buffer, b: Buffer, what: string
     if (a[i] === b[i]) continue;
     while (r < ranges.length && ranges[r]!.offset + ranges[r]!.length <= i) r++;
     const hit = ranges[r];
-    assert.ok(hit && hit.offset <= i, `${what}: byte ${i} changed but is not reported (ranges ${JSON.stringify(ranges)})`);
+    if (!hit || hit.offset > i) assert.fail(`${what}: byte ${i} changed but is not reported (ranges ${JSON.stringify(ranges)})`);
   }
 }
 

@@ -8,6 +8,7 @@ import { hashDisk, writeDisk } from './harness.js';
 import { createMachine, setMachine, showMachine } from '../../src/vm/machines.js';
 import { exportMachine } from '../../src/export/exportMachine.js';
 import { removeRefpoint } from '../../src/checkpoint/refpoints.js';
+import { createCheckpoint } from '../../src/checkpoint/checkpoints.js';
 import { verifyExport } from '../../src/export/verifyExport.js';
 import { importExport } from '../../src/export/importExport.js';
 
@@ -149,4 +150,26 @@ test('an export that fails merges its backup checkpoint back at once and records
   const dev = await (await import('../../src/disk/openDisk.js')).openDisk(m.disks[0]!.path, { readOnly: true });
   assert.deepEqual(await dev.read(0, 4096), Buffer.alloc(4096, 3), 'the write made during the export was kept');
   await dev.close();
+});
+
+test('export adopts a backup checkpoint made with `checkpoint create --type backup`, which becomes a reference point', async (t) => {
+  const home = await tempDir(t);
+  const out = await tempDir(t, 'tidemark-exp-');
+  const m = await createMachine(home, 'b', { disks: [{ size: 8 * MiB }] });
+  const d0 = m.disks[0]!.path;
+  await writeDisk(d0, [[0, randomBytes(4096)]]);
+  const e1 = await exportMachine(home, 'b', join(out, 'e1'));
+  await writeDisk(d0, [[MiB, randomBytes(4096)]]);
+  const atCheckpoint = await hashDisk(d0);
+  const [cp] = await createCheckpoint(home, 'b', { type: 'backup' });
+  await writeDisk(cp!.disks[0]!.child, [[2 * MiB, randomBytes(4096)]]); // after the checkpoint
+  const e2 = await exportMachine(home, 'b', join(out, 'e2'), { since: e1.manifest.refpoint.id });
+  assert.equal(e2.manifest.disks[0]!.mode, 'differential');
+  assert.equal(e2.manifest.disks[0]!.copied, 65536);
+  assert.equal(e2.manifest.disks[0]!.sha256, atCheckpoint);
+  const v = await showMachine(home, 'b');
+  assert.deepEqual(v.checkpoints, []);
+  assert.deepEqual(v.refpoints.map((r) => r.id), [e1.manifest.refpoint.id, e2.manifest.refpoint.id]);
+  const e3 = await exportMachine(home, 'b', join(out, 'e3'), { since: e2.manifest.refpoint.id });
+  assert.deepEqual([e3.manifest.disks[0]!.copied, e3.manifest.disks[0]!.sha256], [65536, await hashDisk(d0)]);
 });

@@ -3,6 +3,7 @@ import { ExitCode } from '../../errors.js';
 import { exportMachines } from '../../export/exportMachine.js';
 import { verifyExport } from '../../export/verifyExport.js';
 import { printResult } from '../output.js';
+import { progress, type Progress } from '../progress.js';
 import { HOME_FLAGS, HOME_HELP, homeOf } from './vm.js';
 
 /** `tidemark export <vm|group> <dir>` and `tidemark export verify <dir>`. */
@@ -13,7 +14,24 @@ export function register(program: Command): void {
     .option('--merge', 'with --since: write full VHDX files (the chain merged) instead of differencing ones')
     .option(HOME_FLAGS, HOME_HELP).option('--json', 'print as JSON')
     .action(async (ref: string, dir: string, o: { since?: string; merge?: boolean; home?: string; json?: boolean }) => {
-      const r = await exportMachines(homeOf(o), ref, dir, { ...(o.since ? { since: o.since } : {}), merge: !!o.merge });
+      // One bar per disk, replaced when the next disk (of this or the next machine) starts.
+      let bar: { slot: number; last: number; p: Progress } | undefined;
+      let r;
+      try {
+        r = await exportMachines(homeOf(o), ref, dir, {
+          ...(o.since ? { since: o.since } : {}), merge: !!o.merge,
+          onProgress: (slot, done, total) => {
+            if (!bar || bar.slot !== slot || done < bar.last) {
+              bar?.p.stop();
+              bar = { slot, last: 0, p: progress(`disk ${slot}`, total, process.stderr.isTTY === true && !o.json) };
+            }
+            bar.last = done;
+            bar.p.update(done);
+          },
+        });
+      } finally {
+        bar?.p.stop();
+      }
       for (const x of r) for (const w of x.manifest.warnings) process.stderr.write(`tidemark: warning: ${x.manifest.machine.name}: ${w}\n`);
       printResult(o.json, r, () => r.map((x) => `exported ${x.manifest.machine.name} (${x.manifest.kind}) to ${x.dir}; reference point ${x.manifest.refpoint.id}\n` +
         x.manifest.disks.map((d) => `  disk ${d.slot}: ${d.file} ${d.mode}, ${d.copied} bytes copied, sha256 ${d.sha256}`).join('\n')).join('\n'));

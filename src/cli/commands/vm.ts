@@ -1,6 +1,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { createMachine, listMachines, removeMachine, setMachine, showMachine, type DiskSpec, type MachineView } from '../../vm/machines.js';
 import { resolveHome } from '../../vm/Inventory.js';
+import { runMachine, startMachine, stopMachine, type BootOptions } from '../../vm/runMachine.js';
 import { formatSize, parseSize } from '../../util/size.js';
 import { printResult } from '../output.js';
 
@@ -30,7 +31,7 @@ const memArg = (v: string) => {
 export function machineText(m: MachineView): string {
   const lines = [
     `${m.name}  ${m.id}`,
-    `  status: ${m.status.state}${m.status.holder ? ` (backup checkpoint ${m.status.holder.checkpoint} held by ${m.status.holder.command}, PID ${m.status.holder.pid}, since ${m.status.holder.since})` : ''}`,
+    `  status: ${m.status.state}${m.status.runtime ? ` (runner PID ${m.status.runtime.pid}${m.status.runtime.qemuPid ? `, QEMU PID ${m.status.runtime.qemuPid}` : ''}, since ${m.status.runtime.since}; console ${m.status.runtime.console})` : ''}${m.status.holder ? ` (backup checkpoint ${m.status.holder.checkpoint} held by ${m.status.holder.command}, PID ${m.status.holder.pid}, since ${m.status.holder.since})` : ''}`,
     `  cpus ${m.config.cpus}, memory ${m.config.memoryMiB} MiB, network ${m.config.network.map((n) => `${n.mode} ${n.mac}`).join(', ') || 'none'}`,
     ...m.disks.map((d) => `  disk ${d.slot}: ${d.path} (${d.format}, ${d.size >= 0 ? formatSize(d.size) : 'missing'})`),
   ];
@@ -99,6 +100,45 @@ export function register(program: Command): void {
         ...(o.notes !== undefined ? { notes: o.notes } : {}),
         addDisks: o.addDisk, removeSlots: o.removeDisk, resize: o.resizeDisk,
       });
+      printResult(o.json, m, () => machineText(m));
+    });
+
+  const bootOpts = (c: Command) => c
+    .option('--kernel <file>', 'boot this kernel directly (-kernel)')
+    .option('--initrd <file>', 'initial ramdisk (-initrd)')
+    .option('--append <cmdline>', 'kernel command line (-append)')
+    .option('--qemu-arg <arg>', 'extra QEMU argument, as given (repeatable; use --qemu-arg=-fw_cfg style for dashes)', (v: string, p: string[] = []) => [...p, v], [] as string[])
+    .option('--kvm', 'use KVM when available (default TCG)');
+  type BootO = { kernel?: string; initrd?: string; append?: string; qemuArg: string[]; kvm?: boolean; home?: string; json?: boolean };
+  const boot = (o: BootO): BootOptions => ({
+    ...(o.kernel ? { kernel: o.kernel } : {}), ...(o.initrd ? { initrd: o.initrd } : {}), ...(o.append ? { append: o.append } : {}),
+    qemuArgs: o.qemuArg, kvm: !!o.kvm,
+  });
+
+  bootOpts(vm.command('start <vm>'))
+    .description("start a machine: its disks are served by Tidemark's NBD server (tracked) to qemu-system-x86_64, in a background runner")
+    .option(HOME_FLAGS, HOME_HELP)
+    .option('--json', 'print as JSON')
+    .action(async (ref: string, o: BootO) => {
+      const m = await startMachine(homeOf(o), ref, boot(o));
+      printResult(o.json, m, () => machineText(m));
+    });
+
+  bootOpts(vm.command('run <vm>', { hidden: true }))
+    .description('(internal) the runner started by `vm start`: serve the disks, run QEMU, wait')
+    .option(HOME_FLAGS, HOME_HELP)
+    .action(async (ref: string, o: BootO) => {
+      const code = await runMachine(homeOf(o), ref, boot(o));
+      process.exitCode = code === 0 ? 0 : 1;
+    });
+
+  vm.command('stop <vm>')
+    .description('stop a running machine (QEMU is asked to quit; disks are flushed and released)')
+    .option('--force', 'kill QEMU at once')
+    .option(HOME_FLAGS, HOME_HELP)
+    .option('--json', 'print as JSON')
+    .action(async (ref: string, o: { force?: boolean; home?: string; json?: boolean }) => {
+      const m = await stopMachine(homeOf(o), ref, { force: !!o.force });
       printResult(o.json, m, () => machineText(m));
     });
 
