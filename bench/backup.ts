@@ -73,6 +73,10 @@ export async function run(): Promise<void> {
     const incS = await timeIt(async () => (inc = await backupDisk(repo, disk)));
     const restS = await timeIt(() => restoreSnapshot(repo, full.snapshot.id, { to: join(dir, 'restored.raw') }));
     await repo.close();
+    // The same full backup with one durable put per object (plain LocalBackend), for comparison.
+    const plainRepo = await Repository.init(new LocalBackend(join(dir, 'repo-plain')));
+    const plainS = await timeIt(() => backupDisk(plainRepo, join(dir, 'cp.raw')));
+    await plainRepo.close();
 
     let resticB = NaN;
     let resticR = NaN;
@@ -86,6 +90,7 @@ export async function run(): Promise<void> {
 
     console.log(`backup bench: ${SIZE / MiB} MiB raw image, ${ALLOCATED / MiB} MiB allocated (half incompressible)`);
     console.log(`  tidemark full backup    ${rate(ALLOCATED, fullS)} (${fullS.toFixed(2)} s; read ${(full.bytesRead / MiB).toFixed(0)} MiB, stored ${(full.bytesStored / MiB).toFixed(1)} MiB)`);
+    console.log(`  same, plain LocalBackend ${rate(ALLOCATED, plainS)}   (deferred-sync speedup ${(plainS / fullS).toFixed(2)}x)`);
     console.log(`  cp --sparse + sync      ${rate(ALLOCATED, cpS)}   ratio ${(cpS / fullS).toFixed(2)}x`);
     if (qemu) {
       console.log(`  qemu-img convert qcow2  ${rate(ALLOCATED, qcowS)}   ratio ${(qcowS / fullS).toFixed(2)}x`);

@@ -16,7 +16,7 @@
  * a put of any other type (snapshots, locks, config, keys) first runs `barrier()`, then is delegated to
  * LocalBackend's own durable put. A manifest is therefore written only after every chunk and page put
  * before it is durable and published. The pending set is also flushed whenever it reaches `maxPending`
- * objects (bounded temp space and barrier size). A crash leaves only unpublished temp files, which
+ * objects (in the background; puts wait only when 4x that many are pending). A crash leaves only unpublished temp files, which
  * `cleanup` (prune) removes.
  */
 import { randomBytes } from 'node:crypto';
@@ -47,6 +47,7 @@ export class DeferredSyncBackend implements Backend {
   readonly location: string;
   private pending = new Map<string, Pending>();
   private chain: Promise<void> = Promise.resolve();
+  private background: Promise<unknown> | null = null;
   private readonly maxPending: number;
   private readonly syncConcurrency: number;
 
@@ -76,7 +77,15 @@ export class DeferredSyncBackend implements Backend {
       return false;
     }
     this.pending.set(key, { type, name, tmp, final: this.local.path(type, name) });
-    if (this.pending.size >= this.maxPending) await this.barrier();
+    if (this.pending.size >= this.maxPending && !this.background) {
+      // Publish in the background while puts go on; block only when far behind. A failed background
+      // barrier leaves its objects pending, so the next barrier (at the latest, the manifest's) retries
+      // them and reports the failure.
+      this.background = this.barrier()
+        .catch(() => undefined)
+        .finally(() => (this.background = null));
+    }
+    if (this.pending.size >= 4 * this.maxPending) await this.barrier();
     return true;
   }
 

@@ -8,3 +8,4 @@ export { selectDisk } from './selectDisk.js';
 export { tidemarkHome, defaultRepositoryPath, openOrCreateRepository } from './defaultRepository.js';
 export { DiskServedError, SnapshotDiskError } from './errors.js';
 export { mountSnapshot, type MountOptions, type MountedSnapshot } from './mountSnapshot.js';
+export { DeferredSyncBackend, type DeferredSyncOptions } from './DeferredSyncBackend.js';

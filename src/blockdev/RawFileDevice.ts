@@ -51,6 +51,7 @@ export class RawFileDevice implements BlockDevice {
     private readonly native: boolean,
   ) {
     this.gate = new Gate(`raw image ${path}`);
+    this.capsView = Object.freeze({ ...caps });
   }
 
   /**
@@ -58,8 +59,11 @@ export class RawFileDevice implements BlockDevice {
    * false for good once the filesystem refuses a hole punch (ENOTSUP/EOPNOTSUPP); they never turn on later.
    */
   get capabilities(): Capabilities {
-    return { ...this.caps };
+    return this.capsView;
   }
+
+  /** A frozen copy of `caps`, replaced when a capability turns off (hot paths read it per call). */
+  private capsView: Capabilities;
 
   /**
    * Open an existing raw image. Rejects NotFoundError when the file does not exist, UsageError when it
@@ -267,6 +271,7 @@ export class RawFileDevice implements BlockDevice {
     if (!ok) {
       this.caps.trim = false;
       this.caps.fastZero = false;
+      this.capsView = Object.freeze({ ...this.caps });
     }
     return ok;
   }

@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { childOwnRanges } from '../../src/disk/mergeDisk.js';
+import { readRct } from '../../src/rct/ChangeTracker.js';
 import type { Range } from '../../src/rct/Range.js';
 import { mergeJournalPath } from '../../src/vhdx/mergeVhdx.js';
 import { VhdxDevice } from '../../src/vhdx/VhdxDevice.js';
@@ -108,7 +109,14 @@ test('merge killed midway and resumed: older IDs stay valid and still cover ever
   proc.kill('SIGKILL');
   await exited;
   assert.ok(seen, 'the merge started');
-  if (!(await stat(child).then(() => true, () => false))) {
+  if (await stat(child).then(() => true, () => false)) {
+    // Killed mid-merge: the marks were durable before the parent changed, vouched for by the journal.
+    const st = await readRct(parent);
+    assert.equal(st!.clean, false, 'the tracked operation was in progress');
+    assert.ok(st!.identities.includes(`journal:${resolve(journal)}`), `the journal vouches for the parent: ${st!.identities}`);
+    const ids = st!.ids.map((x) => x.pages.length);
+    assert.ok(ids.some((n) => n > 0), 'the child\'s ranges were recorded before the merge wrote');
+  } else {
     t.diagnostic('the merge finished before the kill landed; the resume below only cleans up');
   }
 

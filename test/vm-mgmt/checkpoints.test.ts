@@ -4,6 +4,8 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tools.js';
 import { cli, hashDisk, ok, writeDisk } from './harness.js';
+import { groupAdd, showMachine } from '../../src/vm/machines.js';
+import { removeCheckpoint } from '../../src/checkpoint/checkpoints.js';
 
 test('groups: create/add/remove/list/show, and a checkpoint of a group', async (t) => {
   const home = await tempDir(t);
@@ -17,15 +19,15 @@ test('groups: create/add/remove/list/show, and a checkpoint of a group', async (
   assert.equal(ok(home, ['group', 'remove', 'g', 'a']).members.length, 1);
   // A group export writes <dir>/<machine>; a differential one takes the previous group export directory.
   const out = await tempDir(t, 'tidemark-exp-');
-  await writeDisk(ok(home, ['vm', 'show', 'a']).disks[0].path, [[0, Buffer.alloc(4096, 5)]]);
-  ok(home, ['checkpoint', 'remove', 'a', cps[0].id]);
-  ok(home, ['checkpoint', 'remove', 'b', cps[1].id]);
-  ok(home, ['group', 'add', 'g', 'a']);
+  await writeDisk((await showMachine(home, 'a')).disks[0]!.path, [[0, Buffer.alloc(4096, 5)]]);
+  await removeCheckpoint(home, 'a', cps[0].id);
+  await removeCheckpoint(home, 'b', cps[1].id);
+  await groupAdd(home, 'g', ['a']);
   const full = ok(home, ['export', 'g', join(out, 'f')]);
   assert.deepEqual(full.map((e: any) => e.dir), [join(out, 'f', 'b'), join(out, 'f', 'a')]);
   const diff = ok(home, ['export', 'g', join(out, 'd'), '--since', join(out, 'f')]);
   assert.deepEqual(diff.map((e: any) => e.manifest.kind), ['differential', 'differential']);
-  assert.equal(diff[1].manifest.disks[0].sha256, await hashDisk(ok(home, ['vm', 'show', 'a']).disks[0].path));
+  assert.equal(diff[1].manifest.disks[0].sha256, await hashDisk((await showMachine(home, 'a')).disks[0]!.path));
   ok(home, ['group', 'remove', 'g']);
   assert.deepEqual(ok(home, ['group', 'list']), []);
   assert.equal(cli(home, ['group', 'show', 'g']).status, 3);
@@ -39,7 +41,7 @@ test('checkpoints: create forks into .avhdx, apply reverts, remove merges back',
   const h0 = await hashDisk(root);
 
   const [cp1] = ok(home, ['checkpoint', 'create', 'c', '--name', 'one']);
-  const leaf1 = ok(home, ['vm', 'show', 'c']).disks[0].path;
+  const leaf1 = (await showMachine(home, 'c')).disks[0]!.path;
   assert.match(leaf1, /\.avhdx$/);
   assert.equal(cp1.disks[0].parent, root);
   await writeDisk(leaf1, [[8192, Buffer.alloc(4096, 2)]]);
@@ -47,21 +49,21 @@ test('checkpoints: create forks into .avhdx, apply reverts, remove merges back',
   assert.equal(await hashDisk(root), h0, 'the frozen parent does not change');
 
   ok(home, ['checkpoint', 'create', 'c', '--name', 'two', '--type', 'production']);
-  const leaf2 = ok(home, ['vm', 'show', 'c']).disks[0].path;
+  const leaf2 = (await showMachine(home, 'c')).disks[0]!.path;
   await writeDisk(leaf2, [[16384, Buffer.alloc(4096, 3)]]);
   assert.notEqual(await hashDisk(leaf2), h1);
 
   // Apply "one": back to the state at checkpoint one (h0), "two" is gone.
   ok(home, ['checkpoint', 'apply', 'c', 'one']);
-  const after = ok(home, ['vm', 'show', 'c']);
-  assert.deepEqual(after.checkpoints.map((c: any) => c.name), ['one']);
+  const after = await showMachine(home, 'c');
+  assert.deepEqual(after.checkpoints.map((c) => c.name), ['one']);
   assert.equal(await hashDisk(after.disks[0].path), h0);
 
   // Write, remove "one": the current state is kept and merged into the root.
   await writeDisk(after.disks[0].path, [[65536, Buffer.alloc(512, 9)]]);
   const hCur = await hashDisk(after.disks[0].path);
   ok(home, ['checkpoint', 'remove', 'c', 'one']);
-  const fin = ok(home, ['vm', 'show', 'c']);
+  const fin = await showMachine(home, 'c');
   assert.equal(fin.disks[0].path, root);
   assert.equal(await hashDisk(root), hCur);
   assert.deepEqual((await readdir(m.dir)).filter((f) => f.endsWith('.avhdx')), []);

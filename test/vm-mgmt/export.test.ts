@@ -6,6 +6,7 @@ import { tempDir } from '../helpers/tools.js';
 import { cli, hashDisk, ok, writeDisk } from './harness.js';
 import { verifyExport } from '../../src/export/verifyExport.js';
 import { importExport } from '../../src/export/importExport.js';
+import { showMachine } from '../../src/vm/machines.js';
 
 const MiB = 2 ** 20;
 
@@ -51,8 +52,8 @@ test('full → differential → differential → synthetic full, each equal to t
 
   // Reference points are ordered by chain; the machine is back on its base disks with no checkpoint.
   assert.deepEqual(ok(home, ['refpoint', 'list', 'db']).map((r: any) => r.seq), [1, 2, 3, 4]);
-  const shown = ok(home, ['vm', 'show', 'db']);
-  assert.deepEqual(shown.disks.map((d: any) => d.path), [d0, d1]);
+  const shown = await showMachine(home, 'db');
+  assert.deepEqual(shown.disks.map((d) => d.path), [d0, d1]);
   assert.deepEqual(shown.checkpoints, []);
 
   for (const [i, e] of [e1, e2, e3, e4].entries()) {
