@@ -9,3 +9,4 @@ export { tidemarkHome, defaultRepositoryPath, openOrCreateRepository } from './d
 export { DiskServedError, SnapshotDiskError } from './errors.js';
 export { mountSnapshot, type MountOptions, type MountedSnapshot } from './mountSnapshot.js';
 export { DeferredSyncBackend, type DeferredSyncOptions } from './DeferredSyncBackend.js';
+export { repositoryStats, type RepositoryStats } from './repositoryStats.js';

@@ -52,3 +52,35 @@ test('a backup killed midway leaves no snapshot; verify passes; the next backup 
   assert.equal(await sha256File(out), await sha256File(disk));
   assert.equal(cli(home, ['repo', 'verify', repo, '--read-data']).status, 0);
 });
+
+test('SIGTERM mid-backup stops cleanly: exit 130, no snapshot, no lock, the new RCT ID dropped', async (t) => {
+  const dir = await tempDir(t);
+  const home = join(dir, 'home');
+  const repo = join(home, 'repo');
+  const disk = join(dir, 'disk.raw');
+  const fh = await open(disk, 'w');
+  await fh.truncate(32 * MiB);
+  for (let off = 0; off < 24 * MiB; off += 4 * MiB) await fh.write(randomBytes(4 * MiB), 0, 4 * MiB, off);
+  await fh.close();
+  const p = cliSpawn(home, ['backup', disk]);
+  let stderr = '';
+  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => p.once('exit', (c) => r(c)));
+  const t0 = Date.now();
+  while ((await countChunks(repo)) < 20) {
+    if (Date.now() - t0 > 20_000) throw new Error('backup stored no chunks within 20 s');
+    await sleep(20);
+  }
+  p.kill('SIGTERM');
+  assert.equal(await exited, 130, stderr);
+  assert.match(stderr, /backup interrupted; nothing was committed/);
+  assert.deepEqual(cliJson<unknown[]>(home, ['snapshots']), []);
+  assert.deepEqual(await readdir(join(repo, 'locks')).catch(() => []), [], 'the repository lock is released');
+  const st = cliJson<{ liveIds: unknown[] }>(home, ['rct', 'status', disk]);
+  assert.deepEqual(st.liveIds, [], 'the ID sealed for the aborted backup was dropped');
+  const b = cliJson<BackupJson>(home, ['backup', disk]);
+  assert.equal(b.mode, 'full');
+  const out = join(dir, 'r.raw');
+  cliJson(home, ['restore', b.snapshot, '--to', out]);
+  assert.equal(await sha256File(out), await sha256File(disk));
+});

@@ -1,11 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { stat } from 'node:fs/promises';
+import { stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlockDevice } from '../../src/blockdev/BlockDevice.js';
 import { DiskLock } from '../../src/blockdev/DiskLock.js';
 import { RawFileDevice } from '../../src/blockdev/RawFileDevice.js';
 import { ExitCode } from '../../src/errors.js';
+import { ChangeTracker } from '../../src/rct/ChangeTracker.js';
 import { openTracked } from '../../src/rct/trackingLayer.js';
 import { tempDir } from '../helpers/tools.js';
 import { BS, KiB, MiB, changes, cli, ok, seal, tidemarkWrite, verdictNow } from './integrationKit.js';
@@ -113,4 +114,27 @@ test('a read-write open of a raw disk without writes keeps tracking valid (no fi
     await dev.close();
   }
   assert.deepEqual(await changes(disk, id), [{ offset: 2 * MiB, length: BS }]);
+});
+
+test('a crash in the middle of a tracked raw resize (marks durable, not re-bound) keeps older IDs: the grown area is reported', async (t) => {
+  const dir = await tempDir(t, 'tidemark-rctint-');
+  const disk = join(dir, 'disk.raw');
+  await (await RawFileDevice.create(disk, 4 * MiB)).close();
+  await ok('rct', 'enable', disk);
+  await tidemarkWrite(disk, [[0, 1]]);
+  const id = await seal(disk);
+  await tidemarkWrite(disk, [[MiB, 1]]);
+
+  // Steps 1-4 of withTrackedOperation by hand, then "crash" before endOperation.
+  const before = await RawFileDevice.open(disk, { readOnly: true });
+  const tracker = await ChangeTracker.open(disk, before, 'meta');
+  await tracker.beginOperation(before, 'file', { ranges: [{ offset: 3 * MiB, length: 10 }] });
+  await before.close();
+  await tracker.abandon();
+  await new Promise((r) => setTimeout(r, 20));
+  await truncate(disk, 6 * MiB);
+
+  assert.deepEqual(await changes(disk, id), [{ offset: MiB, length: BS }, { offset: 3 * MiB, length: BS }, { offset: 4 * MiB, length: 2 * MiB }]);
+  assert.equal(await verdictNow(disk), 'recovered', 'accepted by the crash rule (same inode, ctime within the lease)');
+  assert.deepEqual(await changes(disk, id), [{ offset: MiB, length: BS }, { offset: 3 * MiB, length: BS }, { offset: 4 * MiB, length: 2 * MiB }]);
 });

@@ -2,12 +2,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { childOwnRanges } from '../../src/disk/mergeDisk.js';
+import fc from 'fast-check';
+import { childOwnRanges, mergeDisk } from '../../src/disk/mergeDisk.js';
+import { enableTracking } from '../../src/rct/enableTracking.js';
+import { openRctHandle } from '../../src/rct/openRctHandle.js';
 import { readRct } from '../../src/rct/ChangeTracker.js';
 import type { Range } from '../../src/rct/Range.js';
 import { mergeJournalPath } from '../../src/vhdx/mergeVhdx.js';
 import { VhdxDevice } from '../../src/vhdx/VhdxDevice.js';
-import { tempDir } from '../helpers/tools.js';
+import { fcSeed, tempDir } from '../helpers/tools.js';
 import { BS, KiB, MiB, assertCovers, changes, cli, ok, readAll, seal, startCli, tidemarkWrite, verdictNow } from './integrationKit.js';
 import { blocksOf } from './rctTestKit.js';
 
@@ -132,4 +135,50 @@ test('merge killed midway and resumed: older IDs stay valid and still cover ever
   assertCovers(since1, before, after, 'changes since an ID sealed before the interrupted merge');
   for (const b of blocks(since1)) assert.ok(blocks(own).includes(b), `block ${b} reported but the child never held it`);
   assert.equal(await verdictNow(parent), 'clean');
+});
+
+test('property: after merging a random child into a tracked parent, changes since an older ID cover every changed byte and only the child\'s blocks', async (t) => {
+  const dir = await tempDir(t, 'tidemark-rctint-');
+  const size = 6 * MiB;
+  const opArb = fc.record({
+    kind: fc.constantFrom('write', 'write', 'zero', 'trim'),
+    offset: fc.integer({ min: 0, max: size - 1 }),
+    length: fc.integer({ min: 1, max: 1536 * KiB }),
+    fill: fc.integer({ min: 1, max: 255 }),
+  });
+  let run = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 8 }), async (ops) => {
+      const parent = join(dir, `p${run}.vhdx`);
+      const child = join(dir, `c${run++}.vhdx`);
+      await (await VhdxDevice.create(parent, { size, blockSize: MiB })).close();
+      await enableTracking(parent);
+      await tidemarkWrite(parent, [[MiB, 3 * MiB]], 0x11);
+      const h = await openRctHandle(parent, { mutate: true });
+      const id = await h.seal();
+      await h.close();
+      await (await VhdxDevice.create(child, { size, parent })).close();
+      const c = await VhdxDevice.open(child);
+      for (const op of ops) {
+        const len = Math.min(op.length, size - op.offset);
+        if (op.kind === 'write') await c.write(op.offset, Buffer.alloc(len, op.fill));
+        else if (op.kind === 'zero') await c.zero(op.offset, len);
+        else await c.trim(op.offset, len);
+      }
+      await c.close();
+      const own = await childOwnRanges(child);
+      const before = await readAll(parent);
+      const expected = await readAll(child);
+      const r = await mergeDisk(child);
+      assert.deepEqual(r.tracking?.marked, own);
+      const after = await readAll(parent);
+      assert.ok(after.equals(expected));
+      const q = await openRctHandle(parent);
+      const since = await q.changes(id);
+      await q.close();
+      assertCovers(since, before, after, 'changes since the ID sealed before the merge');
+      assert.deepEqual(blocks(since), blocks(own));
+    }),
+    { numRuns: 15, seed: fcSeed() },
+  );
 });

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { backupDisk } from '../../backup/backupDisk.js';
 import { openOrCreateRepository } from '../../backup/defaultRepository.js';
+import { OperationAbortedError } from '../../disk/errors.js';
 import type { Repository } from '../../repo/Repository.js';
 import { formatSize } from '../../util/size.js';
 import { printResult } from '../output.js';
@@ -39,8 +40,14 @@ export function register(program: Command): void {
   ).action(async (disk: string, o: RepoOpts & { tag?: string[] }) => {
     const repo = await openRepo(o, true);
     let bar: ReturnType<typeof progress> | null = null;
+    // Ctrl-C / SIGTERM stop cleanly: no snapshot is written, the new RCT ID is dropped, locks released.
+    const abort = new AbortController();
+    const onSignal = (): void => abort.abort(new OperationAbortedError('backup'));
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
     try {
       const r = await backupDisk(repo, disk, {
+        signal: abort.signal,
         tags: o.tag,
         onProgress: (p) => {
           bar ??= progress('backup', p.chunksTotal * repo.config.chunkSize, !o.json && process.stderr.isTTY === true);
@@ -74,6 +81,8 @@ export function register(program: Command): void {
         ].join('\n'),
       );
     } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
       (bar as ReturnType<typeof progress> | null)?.stop();
       await repo.close();
     }

@@ -11,6 +11,7 @@ import { verifyRepository } from '../../repo/verifyRepository.js';
 import { UsageError } from '../../errors.js';
 import { formatSize, parseSize } from '../../util/size.js';
 import { defaultRepositoryPath } from '../../backup/defaultRepository.js';
+import { repositoryStats } from '../../backup/repositoryStats.js';
 import { printResult } from '../output.js';
 
 /**
@@ -20,7 +21,7 @@ import { printResult } from '../output.js';
  * 4 corrupt; 5 locked by another process.
  */
 export function register(program: Command): void {
-  const repo = program.command('repo').description('create and maintain backup repositories (init, snapshots, verify, forget, prune, unlock)');
+  const repo = program.command('repo').description('create and maintain backup repositories (init, snapshots, verify, forget, prune, stats, unlock)');
   const pass = (c: Command): Command => c.option('--passphrase-file <file>', 'read the passphrase from the first line of this file (default: $TIDEMARK_PASSPHRASE)');
 
   pass(
@@ -108,6 +109,21 @@ export function register(program: Command): void {
   };
   pruneCmd(repo.command('prune <path>')).action(pruneAction);
   pruneCmd(program.command('prune')).option('--repo <dir>', DEFAULT_REPO_HELP).action((o: { repo?: string; dryRun?: boolean; passphraseFile?: string; json?: boolean }) => pruneAction(o.repo ?? defaultRepositoryPath(), o));
+
+  const statsCmd = (c: Command): Command => pass(c.description('count and size the stored objects and snapshots').option('--json', 'print as JSON'));
+  const statsAction = async (path: string, o: { passphraseFile?: string; json?: boolean }): Promise<void> => {
+    const r = await openRepositoryAt(path, o);
+    const st = await repositoryStats(r);
+    printResult(o.json, st, () =>
+      [
+        `${st.location}: ${st.encryption === 'none' ? 'unencrypted' : st.encryption}, compression ${st.compression}`,
+        `${st.snapshots} snapshot(s) of ${st.sources} source(s), ${formatSize(st.logicalBytes)} as full copies`,
+        `${st.chunks} chunk(s), ${formatSize(st.chunkBytes)}; ${st.indexPages} index page(s), ${formatSize(st.indexBytes)}; stored ${formatSize(st.chunkBytes + st.indexBytes)}`,
+      ].join('\n'),
+    );
+  };
+  statsCmd(repo.command('stats <path>')).action(statsAction);
+  statsCmd(program.command('stats')).option('--repo <dir>', DEFAULT_REPO_HELP).action((o: { repo?: string; passphraseFile?: string; json?: boolean }) => statsAction(o.repo ?? defaultRepositoryPath(), o));
 
   pass(repo.command('unlock <path>').description('remove stale locks left by crashed processes').option('--json', 'print as JSON')).action(async (path: string, o: { passphraseFile?: string; json?: boolean }) => {
     const r = await openRepositoryAt(path, o);

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { restoreSnapshot } from '../../backup/restoreSnapshot.js';
 import { rollbackDisk } from '../../backup/rollbackDisk.js';
 import { UsageError } from '../../errors.js';
+import { OperationAbortedError } from '../../disk/errors.js';
 import { formatSize } from '../../util/size.js';
 import { printResult } from '../output.js';
 import { progress, type Progress } from '../progress.js';
@@ -34,6 +35,11 @@ export function register(program: Command): void {
     const repo = await openRepo(o);
     let bar: Progress | null = null;
     const tty = !o.json && process.stderr.isTTY === true;
+    // Ctrl-C / SIGTERM stop cleanly: the temporary image is removed (--to).
+    const abort = new AbortController();
+    const onSignal = (): void => abort.abort(new OperationAbortedError('restore'));
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
     try {
       if (o.to) {
         const r = await restoreSnapshot(repo, snapshot, {
@@ -41,11 +47,14 @@ export function register(program: Command): void {
           format: o.format as 'raw' | 'vhdx' | undefined,
           disk: o.disk,
           overwrite: !!o.force,
+          signal: abort.signal,
           onProgress: (p, size) => {
             bar ??= progress('restore', size, tty);
             bar.update(p.bytesWritten);
           },
         });
+        // Zero chunks are skipped (sparse), so the bytes written fall short of the size: finish the bar.
+        (bar as Progress | null)?.update(r.size);
         bar = (bar as Progress | null)?.stop() ?? null;
         printResult(o.json, r, () => `restored disk ${r.disk} of snapshot ${r.snapshot.slice(0, 12)} to ${r.path} (${r.format}, ${formatSize(r.size)}; ${formatSize(r.bytesWritten)} of data written, the rest sparse; every chunk verified) in ${(r.durationMs / 1000).toFixed(1)} s`);
       } else {
@@ -65,6 +74,8 @@ export function register(program: Command): void {
         );
       }
     } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
       (bar as Progress | null)?.stop();
       await repo.close();
     }
