@@ -7,6 +7,8 @@
  *   Out-of-range requests reject with `OutOfRangeError`; I/O on a read-only device rejects with
  *   `ReadOnlyError`; I/O after `close()` rejects with `ClosedError`.
  * - `read` returns exactly `length` bytes. Never-written, zeroed and trimmed ranges read as zeros.
+ * - `write` may use `data` only until its promise settles: a device must not keep a reference to it (or a
+ *   view of it) afterwards, because callers recycle the buffer (the NBD server reuses WRITE payload buffers).
  * - `write`/`zero`/`trim` are visible to every later `read` as soon as their promise resolves; they are
  *   durable after a later `flush()` resolves, or at once when `fua` is set.
  * - `trim` is advisory about storage but not about content: a trimmed range reads as zeros afterwards
@@ -25,6 +27,16 @@ export interface BlockDevice {
   readonly capabilities: Capabilities;
 
   read(offset: number, length: number): Promise<Buffer>;
+  /**
+   * Optional fast path: read [offset, offset+length) into `target[targetOffset .. targetOffset+length)`,
+   * so callers can reuse buffers (the NBD server recycles READ reply buffers). Same content as
+   * `read(offset, length)`: it fills exactly those `length` bytes — zeros included for never-written,
+   * zeroed, trimmed or unallocated ranges — whatever the target held before, and touches no other byte of
+   * `target`. Errors are `read`'s (OutOfRangeError for the device range, ClosedError); a target
+   * window that does not fit in `target` rejects with UsageError. On rejection the window's content is unspecified. The device
+   * uses `target` only until the promise settles. Layers offer it exactly when `next` does.
+   */
+  readInto?(target: Uint8Array, targetOffset: number, offset: number, length: number): Promise<void>;
   write(offset: number, data: Uint8Array, opts?: WriteOptions): Promise<void>;
   /** Make [offset, offset+length) read as zeros. `noHole` forbids deallocating; `fast` fails with
    * `NotSupportedError` instead of writing zeros when the device can't zero cheaply. */

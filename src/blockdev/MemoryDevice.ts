@@ -1,5 +1,5 @@
 import type { BlockDevice, Capabilities, Extent, WriteOptions, ZeroOptions } from './BlockDevice.js';
-import { checkRange } from './checkRange.js';
+import { checkRange, checkTarget } from './checkRange.js';
 import { pushExtent } from './mergeExtents.js';
 import { ClosedError, ReadOnlyError } from '../errors.js';
 
@@ -30,17 +30,30 @@ export class MemoryDevice implements BlockDevice {
 
   async read(offset: number, length: number): Promise<Buffer> {
     this.check(offset, length, false);
-    const out = Buffer.alloc(length);
+    const out = Buffer.allocUnsafe(length);
+    this.copyOut(out, 0, offset, length);
+    return out;
+  }
+
+  async readInto(target: Uint8Array, targetOffset: number, offset: number, length: number): Promise<void> {
+    this.check(offset, length, false);
+    checkTarget(target, targetOffset, length);
+    this.copyOut(target, targetOffset, offset, length);
+  }
+
+  /** Copy [offset, +length) into target[at...]: page bytes where written, zeros elsewhere. */
+  private copyOut(target: Uint8Array, at: number, offset: number, length: number): void {
     let pos = offset;
     while (pos < offset + length) {
       const idx = Math.floor(pos / PAGE);
       const inPage = pos - idx * PAGE;
       const n = Math.min(PAGE - inPage, offset + length - pos);
       const page = this.pages.get(idx);
-      if (page) page.copy(out, pos - offset, inPage, inPage + n);
+      const to = at + (pos - offset);
+      if (page) target.set(page.subarray(inPage, inPage + n), to);
+      else target.fill(0, to, to + n);
       pos += n;
     }
-    return out;
   }
 
   async write(offset: number, data: Uint8Array, _opts?: WriteOptions): Promise<void> {

@@ -17,7 +17,7 @@ import { constants } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { BlockDevice, Capabilities, Extent, WriteIdentity, WriteOptions, ZeroOptions } from './BlockDevice.js';
-import { checkRange } from './checkRange.js';
+import { checkRange, checkTarget } from './checkRange.js';
 import { AlreadyExistsError, TruncatedFileError } from './errors.js';
 import { Gate } from './Gate.js';
 import { pushExtent } from './mergeExtents.js';
@@ -127,14 +127,18 @@ export class RawFileDevice implements BlockDevice {
   async read(offset: number, length: number): Promise<Buffer> {
     return this.gate.run(async () => {
       checkRange(offset, length, this.currentSize);
-      const buf = Buffer.allocUnsafe(length);
-      let done = 0;
-      while (done < length) {
-        const { bytesRead } = await this.handle.read(buf, done, Math.min(length - done, IO_CHUNK), offset + done);
-        if (bytesRead === 0) throw new TruncatedFileError(this.path, offset + done, this.currentSize);
-        done += bytesRead;
-      }
+      const buf = Buffer.allocUnsafe(length); // every byte is overwritten by readAll (or it throws)
+      await this.readAll(buf, 0, offset, length);
       return buf;
+    });
+  }
+
+  /** `read` into the caller's buffer: one positional read (per GiB) straight into `target`. */
+  async readInto(target: Uint8Array, targetOffset: number, offset: number, length: number): Promise<void> {
+    return this.gate.run(async () => {
+      checkRange(offset, length, this.currentSize);
+      checkTarget(target, targetOffset, length);
+      await this.readAll(target, targetOffset, offset, length);
     });
   }
 
@@ -255,6 +259,16 @@ export class RawFileDevice implements BlockDevice {
   private checkWritable(offset: number, length: number): void {
     if (this.caps.readOnly) throw new ReadOnlyError(`raw image ${this.path}`);
     checkRange(offset, length, this.currentSize);
+  }
+
+  /** Fill target[at, at+length) from the file at `offset`; TruncatedFileError if the file ends first. */
+  private async readAll(target: Uint8Array, at: number, offset: number, length: number): Promise<void> {
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.handle.read(target, at + done, Math.min(length - done, IO_CHUNK), offset + done);
+      if (bytesRead === 0) throw new TruncatedFileError(this.path, offset + done, this.currentSize);
+      done += bytesRead;
+    }
   }
 
   private async writeAll(offset: number, data: Uint8Array): Promise<void> {

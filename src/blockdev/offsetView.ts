@@ -11,7 +11,7 @@ export interface OffsetViewOptions {
  * Layer: bytes [offset, offset+length) of `next` as a device of `length` bytes (a partition, a raw
  * image embedded in a container). Requests are checked against the view's size (OutOfRangeError) and
  * shifted by `offset`; extents are shifted back. Throws OutOfRangeError at once when the window does not
- * fit in `next`. Identity passes through: it describes the whole underlying device.
+ * fit in `next`. `readInto` is offered when `next` has it. Identity passes through: it describes the whole underlying device.
  */
 export function offsetView(next: BlockDevice, offset: number, length: number, opts: OffsetViewOptions = {}): BlockDevice {
   checkRange(offset, length, next.size);
@@ -21,6 +21,7 @@ export function offsetView(next: BlockDevice, offset: number, length: number, op
 class OffsetView implements BlockDevice {
   readonly capabilities: Capabilities;
   readonly identity?: () => Promise<WriteIdentity>;
+  readonly readInto?: (target: Uint8Array, targetOffset: number, offset: number, length: number) => Promise<void>;
   private closing: Promise<void> | undefined;
   private readonly gate = new Gate('offset view');
 
@@ -32,6 +33,10 @@ class OffsetView implements BlockDevice {
   ) {
     this.capabilities = { ...next.capabilities };
     if (next.identity) this.identity = () => this.gate.run(() => next.identity!());
+    if (next.readInto) {
+      this.readInto = (target, targetOffset, offset, length) =>
+        this.gate.run(() => this.checked(offset, length, () => next.readInto!(target, targetOffset, this.start + offset, length)));
+    }
   }
 
   get logicalSectorSize(): number {

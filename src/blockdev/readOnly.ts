@@ -4,7 +4,7 @@ import { ReadOnlyError } from '../errors.js';
 
 /**
  * Layer: the same device with writes refused. `write`, `zero` and `trim` reject with ReadOnlyError
- * (ClosedError once closed) and never reach `next`; reads, extents and identity pass through. The layer
+ * (ClosedError once closed) and never reach `next`; reads (and `readInto` when `next` has it), extents and identity pass through. The layer
  * owns `next`: closing it closes `next`. `flush` is a no-op (nothing was written through the layer).
  */
 export function readOnly(next: BlockDevice): BlockDevice {
@@ -14,12 +14,14 @@ export function readOnly(next: BlockDevice): BlockDevice {
 class ReadOnlyDevice implements BlockDevice {
   readonly capabilities: Capabilities;
   readonly identity?: () => Promise<WriteIdentity>;
+  readonly readInto?: (target: Uint8Array, targetOffset: number, offset: number, length: number) => Promise<void>;
   private closing: Promise<void> | undefined;
   private readonly gate = new Gate('read-only device');
 
   constructor(private readonly next: BlockDevice) {
     this.capabilities = { ...next.capabilities, readOnly: true };
     if (next.identity) this.identity = () => this.gate.run(() => next.identity!());
+    if (next.readInto) this.readInto = (target, targetOffset, offset, length) => this.gate.run(() => next.readInto!(target, targetOffset, offset, length));
   }
 
   get size(): number {

@@ -81,14 +81,10 @@ export interface ConnectionOptions {
   log: (line: string) => void;
 }
 
-/**
- * Optional fast path a device may offer (VhdxDevice does): read [offset, +length) into out[outOff...],
- * where the caller has zeroed that part of `out` (unallocated ranges may be left untouched). With it, READ
- * replies use recycled buffers instead of fresh allocations.
- */
-type ReadIntoDevice = BlockDevice & { readInto(out: Buffer, outOff: number, offset: number, length: number): Promise<void> };
+/** A device offering BlockDevice.readInto (fills every byte of the target window, zeros included). */
+type ReadIntoDevice = BlockDevice & Required<Pick<BlockDevice, 'readInto'>>;
 function canReadInto(d: BlockDevice): d is ReadIntoDevice {
-  return typeof (d as Partial<ReadIntoDevice>).readInto === 'function';
+  return typeof d.readInto === 'function';
 }
 
 /** Only these flags are valid per command (FUA is valid on every command once SEND_FUA is advertised). */
@@ -453,10 +449,8 @@ export class NbdConnection {
   private async readData(offset: number, length: number): Promise<Buffer> {
     const dev = this.exp!.device;
     if (!canReadInto(dev)) return dev.read(offset, length);
+    // A recycled buffer holds old data; readInto overwrites every byte of the window (BlockDevice contract).
     const base = this.opts.pool.take(length);
-    // readInto may leave never-written ranges untouched (VhdxDevice's contract: "out must be zero there
-    // already"), and a recycled buffer holds old data: zero it first.
-    base.fill(0, 0, length);
     try {
       await dev.readInto(base, 0, offset, length);
     } catch (err) {

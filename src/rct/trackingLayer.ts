@@ -50,9 +50,12 @@ class TrackingDevice implements TrackedDevice {
     readonly tracker: ChangeTracker,
   ) {
     if (next.identity) this.identity = () => next.identity!();
+    // Reads are not tracked: offer the device's zero-copy read exactly when it has one.
+    if (next.readInto) this.readInto = (target, targetOffset, offset, length) => next.readInto!(target, targetOffset, offset, length);
   }
 
   identity?: () => Promise<WriteIdentity>;
+  readInto?: (target: Uint8Array, targetOffset: number, offset: number, length: number) => Promise<void>;
 
   get size(): number {
     return this.next.size;

@@ -20,7 +20,7 @@ import { link, mkdir, open as fsOpen, stat, unlink, type FileHandle } from 'node
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { BlockDevice, Capabilities, Extent, WriteIdentity, WriteOptions, ZeroOptions } from '../blockdev/BlockDevice.js';
-import { checkRange } from '../blockdev/checkRange.js';
+import { checkRange, checkTarget } from '../blockdev/checkRange.js';
 import { pushExtent } from '../blockdev/mergeExtents.js';
 import { ClosedError, NotFoundError, NotSupportedError, ReadOnlyError, UsageError } from '../errors.js';
 import { CorruptError, VhdxDirtyLogError, VhdxParentMismatchError, VhdxParentMissingError, VhdxUnsupportedError } from './errors.js';
@@ -333,8 +333,8 @@ export class VhdxDevice implements BlockDevice {
   async read(offset: number, length: number): Promise<Buffer> {
     this.assertOpen();
     checkRange(offset, length, this.size);
-    const out = Buffer.alloc(length);
-    await this.readInto(out, 0, offset, length);
+    const out = Buffer.allocUnsafe(length); // fillFrom writes every byte, zeros included
+    await this.fillFrom(out, 0, offset, length);
     return out;
   }
 
@@ -437,8 +437,19 @@ export class VhdxDevice implements BlockDevice {
 
   // ---------------------------------------------------------------- internals: read
 
-  /** Read [offset, +length) of the virtual disk into out[outOff...]. `out` must be zero there already. */
-  async readInto(out: Buffer, outOff: number, offset: number, length: number): Promise<void> {
+  /**
+   * BlockDevice.readInto: fill target[targetOffset, +length) with [offset, +length) of the virtual disk,
+   * zeros included (whatever the target held before).
+   */
+  async readInto(target: Uint8Array, targetOffset: number, offset: number, length: number): Promise<void> {
+    this.assertOpen();
+    checkRange(offset, length, this.size);
+    checkTarget(target, targetOffset, length);
+    await this.fillFrom(target, targetOffset, offset, length);
+  }
+
+  /** readInto without the checks: writes every byte of out[outOff, +length). */
+  private async fillFrom(out: Uint8Array, outOff: number, offset: number, length: number): Promise<void> {
     const bs = this.blockSize;
     let pos = offset;
     const end = offset + length;
@@ -458,16 +469,21 @@ export class VhdxDevice implements BlockDevice {
         }
       } else if (e.state === PAYLOAD_NOT_PRESENT) {
         await this.parentRead(out, at, pos, n);
+      } else {
+        out.fill(0, at, at + n); // ZERO, UNMAPPED, UNDEFINED
       }
-      // ZERO, UNMAPPED, UNDEFINED: zeros (already in `out`).
       pos += n;
     }
   }
 
-  private async parentRead(out: Buffer, at: number, pos: number, n: number): Promise<void> {
-    if (!this.differencing) return;
+  /** Sectors not present here: the parent's bytes (differencing), else zeros. */
+  private async parentRead(out: Uint8Array, at: number, pos: number, n: number): Promise<void> {
+    if (!this.differencing) {
+      out.fill(0, at, at + n);
+      return;
+    }
     if (!this.parent) throw new VhdxUnsupportedError(this.path, 'reading parent-backed sectors without the parent open');
-    await this.parent.readInto(out, at, pos, n);
+    await this.parent.fillFrom(out, at, pos, n);
   }
 
   private async parentExtents(pos: number, n: number): Promise<Extent[]> {
@@ -556,8 +572,8 @@ export class VhdxDevice implements BlockDevice {
     const a1 = Math.ceil((inBlock + data.length) / lss) * lss;
     let buf = data;
     if (a0 !== inBlock || a1 !== inBlock + data.length) {
-      buf = Buffer.alloc(a1 - a0);
-      await this.readInto(buf, 0, b * this.blockSize + a0, a1 - a0);
+      buf = Buffer.allocUnsafe(a1 - a0);
+      await this.fillFrom(buf, 0, b * this.blockSize + a0, a1 - a0);
       data.copy(buf, inBlock - a0);
     }
     await pwriteAll(this.fh, buf, blockOff + a0);
@@ -754,16 +770,20 @@ export class VhdxDevice implements BlockDevice {
 
 /** Read exactly `len` bytes at `off` (zeros past end of file). */
 export async function preadFull(fh: FileHandle, off: number, len: number): Promise<Buffer> {
-  const b = Buffer.alloc(len);
+  const b = Buffer.allocUnsafe(len); // preadInto writes every byte
   await preadInto(fh, b, 0, len, off);
   return b;
 }
 
-async function preadInto(fh: FileHandle, buf: Buffer, at: number, len: number, off: number): Promise<void> {
+/** Fill buf[at, +len) from the file at `off`; bytes past the end of the file are zeros. */
+async function preadInto(fh: FileHandle, buf: Uint8Array, at: number, len: number, off: number): Promise<void> {
   let done = 0;
   while (done < len) {
     const { bytesRead } = await fh.read(buf, at + done, len - done, off + done);
-    if (bytesRead === 0) break;
+    if (bytesRead === 0) {
+      buf.fill(0, at + done, at + len);
+      return;
+    }
     done += bytesRead;
   }
 }

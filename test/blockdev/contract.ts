@@ -25,14 +25,15 @@
  * What it checks: random write/zero/trim/read/extents sequences against a shadow buffer (fast-check,
  * seed fcSeed()); unaligned I/O; zero (noHole, fast) and trim read back as zeros and leave neighbours
  * alone; extents cover a range exactly, in order, merged, and 'hole'/'zero' runs read as zeros;
- * OutOfRangeError, ReadOnlyError, ClosedError and idempotent close; concurrent overlapping writes each
+ * OutOfRangeError, ReadOnlyError, ClosedError and idempotent close; `readInto` (when the device has it)
+ * fills exactly its target window with `read`'s bytes through a dirty buffer, zeros included; concurrent overlapping writes each
  * land whole; flush+close+reopen keeps data; offsets past 2 TiB on a sparse device.
  */
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import fc from 'fast-check';
 import type { BlockDevice, Extent } from '../../src/blockdev/BlockDevice.js';
-import { ClosedError, NotSupportedError, OutOfRangeError, ReadOnlyError } from '../../src/errors.js';
+import { ClosedError, NotSupportedError, OutOfRangeError, ReadOnlyError, UsageError } from '../../src/errors.js';
 import { fcSeed } from '../helpers/tools.js';
 
 export interface ContractSubject {
@@ -116,6 +117,41 @@ export function runContract(name: string, factory: ContractFactory, opts: Contra
       await assert.rejects(device.extents(0, 1), ClosedError);
       await Promise.all([device.close(), device.close()]);
       await subject.cleanup?.();
+    });
+
+    test(title('readInto (when offered) fills exactly its window with read()\'s bytes, zeros included', size), async (t) => {
+      await withDevice(t, size, async ({ device }) => {
+        if (!device.readInto) {
+          t.skip('device has no readInto');
+          return;
+        }
+        if (!opts.readOnly) {
+          // Data, a zeroed run and a trimmed run, with never-written space around them.
+          await device.write(4096 + 3, pattern(200 * KiB, 11));
+          await device.zero(64 * KiB + 1, 70 * KiB);
+          await device.trim(128 * KiB, 64 * KiB);
+          await device.write(size - 5000, pattern(3000, 12));
+        }
+        const guard = 16;
+        for (const [off, len] of [[0, size], [0, 0], [1, 1000], [4095, 8194], [60 * KiB, 200 * KiB], [300 * KiB, 256 * KiB], [size - 6000, 6000], [size - 1, 1]] as const) {
+          const want = await device.read(off, len);
+          // A dirty target (as a recycled buffer is): every byte of the window must be written.
+          const target = Buffer.alloc(len + 2 * guard, 0xa5);
+          await device.readInto(target, guard, off, len);
+          assertSame(target.subarray(guard, guard + len), want, `readInto(${off}, ${len})`);
+          assert.ok(target.subarray(0, guard).every((b) => b === 0xa5) && target.subarray(guard + len).every((b) => b === 0xa5), `readInto(${off}, ${len}) wrote outside its window`);
+        }
+        const plain = new Uint8Array(8192).fill(0xff);
+        await device.readInto(plain, 0, 4096, 8192);
+        assertSame(Buffer.from(plain), await device.read(4096, 8192), 'readInto a plain Uint8Array');
+        for (const [off, len] of [[size, 1], [size - 1, 2], [-1, 1], [0.5, 1], [Number.NaN, 1]] as const) {
+          await assert.rejects(device.readInto(Buffer.alloc(4), 0, off, len), OutOfRangeError, `readInto(${off}, ${len})`);
+        }
+        await assert.rejects(device.readInto(Buffer.alloc(10), 5, 0, 6), UsageError, 'target window past the end of the target');
+        await assert.rejects(device.readInto(Buffer.alloc(10), -1, 0, 1), UsageError, 'negative target offset');
+        await device.close();
+        await assert.rejects(device.readInto(Buffer.alloc(1), 0, 0, 1), ClosedError, 'readInto after close');
+      });
     });
 
     if (opts.readOnly) {

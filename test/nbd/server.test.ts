@@ -308,11 +308,13 @@ test('devices offering readInto are read into recycled buffers, replies stay cor
   for (let i = 0; i < 8; i++) await dev.inner.write(i * MiB, Buffer.alloc(MiB, i + 1));
   let intoCalls = 0;
   const withInto = Object.assign(Object.create(dev) as ProbeDevice, {
-    // Like VhdxDevice: only allocated ranges are copied; the caller must have zeroed the rest.
+    // Per extent, as VhdxDevice does: data copied, holes zero-filled (the contract: every byte is written).
     async readInto(out: Buffer, at: number, offset: number, length: number): Promise<void> {
       intoCalls++;
       for (const e of await dev.inner.extents(offset, length)) {
-        if (e.type === 'data') (await dev.inner.read(e.offset, e.length)).copy(out, at + e.offset - offset);
+        const o = at + e.offset - offset;
+        if (e.type === 'data') (await dev.inner.read(e.offset, e.length)).copy(out, o);
+        else out.fill(0, o, o + e.length);
       }
     },
   });

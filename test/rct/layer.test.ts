@@ -147,3 +147,25 @@ test('a sparse 3 TiB disk: offsets past 2^32 blocks and 2^41 bytes, persisted an
   assert.ok(got.some((r) => r.offset === size - 1024));
   await dev.close();
 });
+
+test('readInto passes through untracked, and is offered exactly when the device has it', async (t) => {
+  const { disk, mem } = await setup(t);
+  const dev = await openTracked(mem, disk, { persistIntervalMs: 0 });
+  assert.equal(typeof dev.readInto, 'function');
+  const id = await dev.seal();
+  await dev.write(MiB + 10, Buffer.alloc(5000, 7));
+  await dev.seal();
+  const target = Buffer.alloc(8192 + 4, 0xee);
+  await dev.readInto!(target, 2, MiB, 8192);
+  const want = Buffer.alloc(8192);
+  want.fill(7, 10, 5010);
+  assert.ok(target.subarray(2, 8194).equals(want), 'readInto returns the written bytes, zeros around them');
+  assert.equal(target[0], 0xee);
+  assert.equal(target[8195], 0xee);
+  assert.deepEqual(await dev.changes(id), [{ offset: MiB, length: 8192 }], 'only the write is tracked, not the readInto');
+  await dev.close();
+  const { disk: disk2, mem: mem2 } = await setup(t);
+  const without = await openTracked(keepOpen(mem2), disk2, { persistIntervalMs: 0 });
+  assert.equal(without.readInto, undefined, 'no readInto when the device has none');
+  await without.close();
+});
