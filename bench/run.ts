@@ -7,7 +7,8 @@
  */
 import { readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
+import { runModules } from './_runModules.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
@@ -30,26 +31,15 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`bench: no benchmark named ${unknown.join(', ')}; available: ${available.join(', ') || '(none)'}\n`);
     return 2;
   }
-  let failed = 0;
-  for (const name of wanted) {
-    const mod = (await import(pathToFileURL(join(here, name + ext)).href)) as { run?: unknown };
-    if (typeof mod.run !== 'function') {
-      if (argv.length > 0) {
-        process.stderr.write(`bench: ${name} is not a benchmark (it exports no run())\n`);
-        failed++;
-      }
-      continue;
-    }
-    process.stdout.write(`\n=== bench ${name} ===\n`);
-    const t0 = process.hrtime.bigint();
-    try {
-      await (mod.run as () => Promise<void>)();
-      process.stdout.write(`=== ${name} done in ${(Number(process.hrtime.bigint() - t0) / 1e9).toFixed(1)} s ===\n`);
-    } catch (err) {
-      failed++;
-      process.stdout.write(`=== ${name} FAILED: ${(err as Error)?.stack ?? String(err)} ===\n`);
-    }
-  }
+  const failed = await runModules(wanted.map((name) => ({ name, file: join(here, name + ext) })), {
+    kind: 'bench',
+    passed: 'done',
+    onNoRun: (name) => {
+      if (argv.length === 0) return false; // not a bench: skipped silently when running them all
+      process.stderr.write(`bench: ${name} is not a benchmark (it exports no run())\n`);
+      return true;
+    },
+  });
   return failed > 0 ? 1 : 0;
 }
 

@@ -6,7 +6,8 @@
  */
 import { readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
+import { runModules } from './_runModules.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
@@ -28,23 +29,14 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`soak: no soak named ${unknown.join(', ')}; available: ${available.join(', ') || '(none)'}\n`);
     return 2;
   }
-  let failed = 0;
-  for (const name of wanted) {
-    const mod = (await import(pathToFileURL(join(here, `soak-${name}${ext}`)).href)) as { run?: unknown };
-    if (typeof mod.run !== 'function') {
+  const failed = await runModules(wanted.map((name) => ({ name, file: join(here, `soak-${name}${ext}`) })), {
+    kind: 'soak',
+    passed: 'passed',
+    onNoRun: (name) => {
       process.stderr.write(`soak: soak-${name} exports no run(); skipped\n`);
-      continue;
-    }
-    process.stdout.write(`\n=== soak ${name} ===\n`);
-    const t0 = process.hrtime.bigint();
-    try {
-      await (mod.run as () => Promise<void>)();
-      process.stdout.write(`=== ${name} passed in ${(Number(process.hrtime.bigint() - t0) / 1e9).toFixed(1)} s ===\n`);
-    } catch (err) {
-      failed++;
-      process.stdout.write(`=== ${name} FAILED: ${(err as Error)?.stack ?? String(err)} ===\n`);
-    }
-  }
+      return false;
+    },
+  });
   return failed > 0 ? 1 : 0;
 }
 

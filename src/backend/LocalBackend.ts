@@ -4,6 +4,8 @@ import { dirname, join } from 'node:path';
 import type { Backend, ObjectInfo, ObjectType } from './Backend.js';
 import { checkName, checkType } from './checkName.js';
 import { BackendIOError, NoSpaceError, ObjectNotFoundError } from './errors.js';
+import { fsyncDir } from '../util/fsyncDir.js';
+import { writeNewFile } from './writeNewFile.js';
 
 /** Types with many objects get a 256-way fan-out by the first two characters of the name. */
 const FANNED: ReadonlySet<ObjectType> = new Set<ObjectType>(['chunks', 'index']);
@@ -114,25 +116,7 @@ export class LocalBackend implements Backend {
   }
 
   private async writeTemp(tmp: string, data: Uint8Array): Promise<void> {
-    let fh;
-    try {
-      fh = await this.openFile(tmp, 'wx', 0o644);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      await mkdir(dirname(tmp), { recursive: true });
-      fh = await this.openFile(tmp, 'wx', 0o644);
-    }
-    try {
-      let off = 0;
-      while (off < data.length) {
-        const { bytesWritten } = await fh.write(data, off, data.length - off, off);
-        if (bytesWritten <= 0) throw Object.assign(new Error('short write'), { code: 'EIO' });
-        off += bytesWritten;
-      }
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await writeNewFile(tmp, data, { sync: true, open: this.openFile });
   }
 
   /** Publish the temp file under its final name without replacing anything. */
@@ -188,14 +172,5 @@ async function readdirOrEmpty(dir: string): Promise<string[]> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;
-  }
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const d = await fsOpen(dir, 'r');
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
   }
 }

@@ -26,6 +26,8 @@ import type { Backend, ObjectInfo, ObjectType } from '../backend/Backend.js';
 import { checkName, checkType } from '../backend/checkName.js';
 import { BackendIOError, NoSpaceError, ObjectNotFoundError } from '../backend/errors.js';
 import { LocalBackend } from '../backend/LocalBackend.js';
+import { writeNewFile } from '../backend/writeNewFile.js';
+import { fsyncDir } from '../util/fsyncDir.js';
 
 const DEFERRED: ReadonlySet<ObjectType> = new Set<ObjectType>(['chunks', 'index']);
 
@@ -67,7 +69,7 @@ export class DeferredSyncBackend implements Backend {
     if (this.pending.has(key) || (await this.local.has(type, name))) return false;
     const tmp = join(this.local.root, 'tmp', `${name}.${randomBytes(6).toString('hex')}`);
     try {
-      await writeNoSync(tmp, data);
+      await writeNewFile(tmp, data, { sync: false });
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
       throw mapError(this.location, err, type, name);
@@ -127,14 +129,7 @@ export class DeferredSyncBackend implements Backend {
       }
       dirs.add(dirname(p.final));
     });
-    await pool([...dirs], this.syncConcurrency, async (d) => {
-      const fh = await open(d, 'r');
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-    });
+    await pool([...dirs], this.syncConcurrency, (d) => fsyncDir(d));
     for (const p of batch) {
       if (this.pending.get(`${p.type}/${p.name}`) === p) this.pending.delete(`${p.type}/${p.name}`);
       await unlink(p.tmp).catch(() => undefined);
@@ -194,27 +189,6 @@ export class DeferredSyncBackend implements Backend {
 
   async cleanup(olderThanMs: number): Promise<number> {
     return this.local.cleanup(olderThanMs);
-  }
-}
-
-async function writeNoSync(tmp: string, data: Uint8Array): Promise<void> {
-  let fh;
-  try {
-    fh = await open(tmp, 'wx', 0o644);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    await mkdir(dirname(tmp), { recursive: true });
-    fh = await open(tmp, 'wx', 0o644);
-  }
-  try {
-    let off = 0;
-    while (off < data.length) {
-      const { bytesWritten } = await fh.write(data, off, data.length - off, off);
-      if (bytesWritten <= 0) throw Object.assign(new Error('short write'), { code: 'EIO' });
-      off += bytesWritten;
-    }
-  } finally {
-    await fh.close();
   }
 }
 

@@ -13,7 +13,7 @@ import { rm, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DiskLock } from '../blockdev/DiskLock.js';
 import { openTrackedDisk } from '../rct/openTrackedDisk.js';
-import { fsyncDir } from '../rct/atomicWriteFile.js';
+import { fsyncDir } from '../util/fsyncDir.js';
 import { VhdxDevice } from '../vhdx/VhdxDevice.js';
 import { PAYLOAD_FULLY_PRESENT, PAYLOAD_PARTIALLY_PRESENT, PAYLOAD_UNMAPPED, PAYLOAD_ZERO } from '../vhdx/format/constants.js';
 

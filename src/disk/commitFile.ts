@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { link, open, rename, rm, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { fsyncDir } from '../util/fsyncDir.js';
 import { DiskExistsError } from './errors.js';
 
 /**
@@ -41,22 +42,11 @@ export async function commitFile(temp: string, path: string, opts: { overwrite: 
     }
     await unlink(temp);
   }
-  await syncDir(dirname(path));
+  // Some filesystems cannot fsync a directory; the rename itself already happened.
+  await fsyncDir(dirname(path), { tolerateUnsupported: true });
 }
 
 /** Remove a temporary file after a failure; never throws (the original error matters more). */
 export async function discardTemp(temp: string): Promise<void> {
   await rm(temp, { force: true }).catch(() => undefined);
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } catch (err) {
-    // Some filesystems cannot fsync a directory; the rename itself already happened.
-    if (!['EINVAL', 'ENOTSUP', 'EISDIR', 'EBADF'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
-  } finally {
-    await fh.close();
-  }
 }

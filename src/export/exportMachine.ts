@@ -18,7 +18,7 @@
  * manifest is durable). Invariant: a reference point always has a complete export behind it.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, readdir, rename, stat } from 'node:fs/promises';
+import { mkdir, readdir, stat } from 'node:fs/promises';
 import { basename, join, relative, resolve } from 'node:path';
 import { TidemarkError, UsageError } from '../errors.js';
 import { createDisk } from '../disk/createDisk.js';
@@ -26,7 +26,7 @@ import { openDisk } from '../disk/openDisk.js';
 import { copyDevice } from '../disk/copyDevice.js';
 import { diskInfo } from '../disk/diskInfo.js';
 import { openRctHandle } from '../rct/openRctHandle.js';
-import { fsyncDir } from '../rct/atomicWriteFile.js';
+import { atomicWriteFile } from '../util/atomicWriteFile.js';
 import type { Range } from '../rct/Range.js';
 import { Inventory, type CheckpointRecord, type MachineRecord, type RefpointRecord } from '../vm/Inventory.js';
 import { configHash, type MachineConfig } from '../vm/MachineConfig.js';
@@ -289,17 +289,9 @@ async function prepareDir(dir: string): Promise<void> {
   if (names.length) throw new UsageError(`export directory ${dir} is not empty (${names.slice(0, 3).join(', ')}…); give a new or empty directory`);
 }
 
+/** Atomic write with a hidden temporary name (prepareDir and readers ignore dot files). */
 async function writeAtomic(path: string, text: string): Promise<void> {
-  const tmp = join(resolve(path, '..'), `.${basename(path)}.tmp`);
-  const fh = await open(tmp, 'w', 0o644);
-  try {
-    await fh.writeFile(text);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, path);
-  await fsyncDir(resolve(path, '..'));
+  await atomicWriteFile(path, text, { tmpPath: join(resolve(path, '..'), `.${basename(path)}.tmp`) });
 }
 
 /**

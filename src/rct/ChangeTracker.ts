@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import type { BlockDevice } from '../blockdev/BlockDevice.js';
 import { ClosedError, CorruptError } from '../errors.js';
-import { atomicWriteFile } from './atomicWriteFile.js';
+import { atomicWriteFile } from '../util/atomicWriteFile.js';
 import { DEFAULT_BLOCK_SIZE, DEFAULT_PERSIST_INTERVAL_MS, FLUSH_PERSIST_MIN_MS, LEASE_MARGIN_MS, LEASE_MS, effectiveRegionSize } from './constants.js';
 import { TrackingNotEnabledError } from './errors.js';
 import { fileFingerprint, parseFingerprint } from './fileFingerprint.js';

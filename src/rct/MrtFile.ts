@@ -1,5 +1,5 @@
 import { open, readFile, type FileHandle } from 'node:fs/promises';
-import { atomicWriteFile } from './atomicWriteFile.js';
+import { atomicWriteFile } from '../util/atomicWriteFile.js';
 import { decodeMrt, encodeMrtSlot, mrtSlotSize, type MrtSlot } from './mrtCodec.js';
 
 /**

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { rm, stat } from 'node:fs/promises';
 import { NotFoundError, UsageError } from '../errors.js';
-import { atomicWriteFile, fsyncDir } from './atomicWriteFile.js';
+import { atomicWriteFile } from '../util/atomicWriteFile.js';
+import { fsyncDir } from '../util/fsyncDir.js';
 import { mrtPathOf, readRct, rctPathOf } from './ChangeTracker.js';
 import { DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from './constants.js';
 import { encodeRct } from './rctCodec.js';

@@ -12,7 +12,7 @@
  * A crash at any point leaves either the untouched chain (before 2's first parent write), or a parent
  * whose DataWriteGuid the journal accepts, so re-running resumes and copies the same bytes again.
  */
-import { open as fsOpen, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { readFile, stat, unlink } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { VhdxParentMismatchError, VhdxParentMissingError } from './errors.js';
@@ -20,6 +20,7 @@ import { PAYLOAD_FULLY_PRESENT, PAYLOAD_PARTIALLY_PRESENT, PAYLOAD_UNMAPPED, PAY
 import { guidEq } from './format/guid.js';
 import { findParent } from './resolveParent.js';
 import { VhdxDevice, syncDir } from './VhdxDevice.js';
+import { atomicWriteFile } from '../util/atomicWriteFile.js';
 
 interface MergeJournal {
   child: string;
@@ -43,16 +44,7 @@ async function readJournal(path: string): Promise<MergeJournal | undefined> {
 }
 
 async function writeJournal(path: string, j: MergeJournal): Promise<void> {
-  const tmp = `${path}.tmp`;
-  const fh = await fsOpen(tmp, 'w');
-  try {
-    await fh.writeFile(JSON.stringify(j));
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, path);
-  await syncDir(dirname(path));
+  await atomicWriteFile(path, JSON.stringify(j));
 }
 
 /** Merge `childPath` into its parent and delete it. Re-running after a crash resumes. */

@@ -9,11 +9,11 @@
  * (exports) do not hold the lock while copying: they record a checkpoint with a `holder` and commit.
  * Transactions must not nest (the second would wait forever on the first).
  */
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { mkdir, open, readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { flock } from '../native/native.js';
-import { fsyncDir } from '../rct/atomicWriteFile.js';
+import { atomicWriteFile } from '../util/atomicWriteFile.js';
 import { CorruptError } from '../errors.js';
 import { validateConfig, type MachineConfig } from './MachineConfig.js';
 import { ConfigInvalidError } from './errors.js';
@@ -177,16 +177,7 @@ export class Inventory {
       const result = await fn(state);
       const after = JSON.stringify(state, null, 2) + '\n';
       if (after !== before && !(before === '' && state.machines.length === 0 && state.groups.length === 0)) {
-        const tmp = `${file}.tmp`;
-        const fh = await open(tmp, 'w', 0o644);
-        try {
-          await fh.writeFile(after);
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
-        await rename(tmp, file);
-        await fsyncDir(home);
+        await atomicWriteFile(file, after);
       }
       return result;
     } finally {

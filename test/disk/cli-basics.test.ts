@@ -1,45 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ExitCode } from '../../src/errors.js';
-import { requireTools, run, tempDir } from '../helpers/tools.js';
-import { tidemark, tidemarkJson } from './cliHarness.js';
-import { makeRaw, pattern } from './fixtures.js';
-import { openDisk } from '../../src/disk/openDisk.js';
-import { RawFileDevice } from '../../src/blockdev/RawFileDevice.js';
-
-const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
-const TiB = 1024 * GiB;
-
-interface Info {
-  format: string;
-  type: string;
-  size: number;
-  blockSize: number | null;
-  logicalSectorSize: number;
-  physicalSectorSize: number;
-  allocatedBytes: number;
-  diskId: string | null;
-  dataWriteGuid: string | null;
-  parentChain: string[];
-}
-
-/** The data runs of a file (SEEK_DATA/SEEK_HOLE via RawFileDevice). */
-async function dataExtents(path: string): Promise<Array<[number, number]>> {
-  const dev = await RawFileDevice.open(path, { readOnly: true });
-  try {
-    assert.ok(dev.capabilities.extents, 'extents supported here');
-    return (await dev.extents(0, dev.size)).filter((e) => e.type === 'data').map((e) => [e.offset, e.length]);
-  } finally {
-    await dev.close();
-  }
-}
-
-async function allocated(path: string): Promise<number> {
-  return (await stat(path)).blocks * 512;
-}
+import { tempDir } from '../helpers/tools.js';
+import { allocated, GiB, MiB, TiB, tidemark, tidemarkJson, type DiskInfoJson } from './cliHarness.js';
+import { makeRaw } from './fixtures.js';
 
 test('disk --help and every subcommand --help exit 0 and describe usage', async () => {
   const subs = ['', 'create', 'info', 'check', 'convert', 'compare', 'merge', 'resize'];
@@ -53,19 +19,19 @@ test('disk --help and every subcommand --help exit 0 and describe usage', async 
 test('create: dynamic VHDX by default, raw, fixed, sector sizes, block size; info reports them', async (t) => {
   const dir = await tempDir(t);
   const v = join(dir, 'a.vhdx');
-  const c = await tidemarkJson<Info>('disk', 'create', v, '--size', '1G', '--json');
+  const c = await tidemarkJson<DiskInfoJson>('disk', 'create', v, '--size', '1G', '--json');
   assert.equal(c.status, 0, c.stderr);
   assert.equal(c.json.format, 'vhdx');
   assert.equal(c.json.type, 'dynamic');
   assert.equal(c.json.size, GiB);
-  const i = await tidemarkJson<Info>('disk', 'info', v, '--json');
+  const i = await tidemarkJson<DiskInfoJson>('disk', 'info', v, '--json');
   assert.equal(i.status, 0);
   assert.deepEqual({ ...i.json }, { ...c.json });
   assert.match(i.json.diskId ?? '', /^[0-9a-f-]{36}$/i);
   assert.ok((await stat(v)).size < 16 * MiB, 'dynamic disk is small');
 
   const f = join(dir, 'f.vhdx');
-  const cf = await tidemarkJson<Info>('disk', 'create', f, '--size', '64M', '--type', 'fixed', '--block-size', '8M', '--logical-sector-size', '4096', '--json');
+  const cf = await tidemarkJson<DiskInfoJson>('disk', 'create', f, '--size', '64M', '--type', 'fixed', '--block-size', '8M', '--logical-sector-size', '4096', '--json');
   assert.equal(cf.status, 0, cf.stderr);
   assert.equal(cf.json.type, 'fixed');
   assert.equal(cf.json.blockSize, 8 * MiB);
@@ -73,7 +39,7 @@ test('create: dynamic VHDX by default, raw, fixed, sector sizes, block size; inf
   assert.ok((await stat(f)).size >= 64 * MiB, 'fixed disk holds its payload');
 
   const r = join(dir, 'r.img');
-  const cr = await tidemarkJson<Info>('disk', 'create', r, '--size', '3T', '--format', 'raw', '--json');
+  const cr = await tidemarkJson<DiskInfoJson>('disk', 'create', r, '--size', '3T', '--format', 'raw', '--json');
   assert.equal(cr.status, 0, cr.stderr);
   assert.equal(cr.json.format, 'raw');
   assert.equal(cr.json.size, 3 * TiB);
@@ -123,8 +89,8 @@ test('format is detected from content: a VHDX named .raw and a raw named .vhdx',
   const r = join(dir, 'really-raw.vhdx');
   assert.equal((await tidemark('disk', 'create', v, '--size', '8M')).status, 0);
   await makeRaw(r, 8 * MiB, [[MiB, 4096]]);
-  assert.equal((await tidemarkJson<Info>('disk', 'info', v, '--json')).json.format, 'vhdx');
-  const ri = await tidemarkJson<Info>('disk', 'info', r, '--json');
+  assert.equal((await tidemarkJson<DiskInfoJson>('disk', 'info', v, '--json')).json.format, 'vhdx');
+  const ri = await tidemarkJson<DiskInfoJson>('disk', 'info', r, '--json');
   assert.equal(ri.json.format, 'raw');
   assert.equal(ri.json.size, 8 * MiB);
   // Reading goes through the detected format: the VHDX reads as zeros, not as its own headers.

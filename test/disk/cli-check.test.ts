@@ -1,45 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { copyFile, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ExitCode } from '../../src/errors.js';
 import { requireTools, run, tempDir } from '../helpers/tools.js';
-import { tidemark, tidemarkJson } from './cliHarness.js';
-import { makeRaw, pattern } from './fixtures.js';
-import { openDisk } from '../../src/disk/openDisk.js';
-import { RawFileDevice } from '../../src/blockdev/RawFileDevice.js';
-
-const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
-const TiB = 1024 * GiB;
-
-interface Info {
-  format: string;
-  type: string;
-  size: number;
-  blockSize: number | null;
-  logicalSectorSize: number;
-  physicalSectorSize: number;
-  allocatedBytes: number;
-  diskId: string | null;
-  dataWriteGuid: string | null;
-  parentChain: string[];
-}
-
-/** The data runs of a file (SEEK_DATA/SEEK_HOLE via RawFileDevice). */
-async function dataExtents(path: string): Promise<Array<[number, number]>> {
-  const dev = await RawFileDevice.open(path, { readOnly: true });
-  try {
-    assert.ok(dev.capabilities.extents, 'extents supported here');
-    return (await dev.extents(0, dev.size)).filter((e) => e.type === 'data').map((e) => [e.offset, e.length]);
-  } finally {
-    await dev.close();
-  }
-}
-
-async function allocated(path: string): Promise<number> {
-  return (await stat(path)).blocks * 512;
-}
+import { MiB, tidemark, tidemarkJson } from './cliHarness.js';
+import { makeRaw } from './fixtures.js';
 
 test('info/check on missing, foreign and corrupt files: exit codes and messages', async (t) => {
   const dir = await tempDir(t);

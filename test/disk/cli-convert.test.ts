@@ -1,45 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { copyFile, open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ExitCode } from '../../src/errors.js';
-import { requireTools, run, tempDir } from '../helpers/tools.js';
-import { tidemark, tidemarkJson } from './cliHarness.js';
-import { makeRaw, pattern } from './fixtures.js';
-import { openDisk } from '../../src/disk/openDisk.js';
-import { RawFileDevice } from '../../src/blockdev/RawFileDevice.js';
-
-const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
-const TiB = 1024 * GiB;
-
-interface Info {
-  format: string;
-  type: string;
-  size: number;
-  blockSize: number | null;
-  logicalSectorSize: number;
-  physicalSectorSize: number;
-  allocatedBytes: number;
-  diskId: string | null;
-  dataWriteGuid: string | null;
-  parentChain: string[];
-}
-
-/** The data runs of a file (SEEK_DATA/SEEK_HOLE via RawFileDevice). */
-async function dataExtents(path: string): Promise<Array<[number, number]>> {
-  const dev = await RawFileDevice.open(path, { readOnly: true });
-  try {
-    assert.ok(dev.capabilities.extents, 'extents supported here');
-    return (await dev.extents(0, dev.size)).filter((e) => e.type === 'data').map((e) => [e.offset, e.length]);
-  } finally {
-    await dev.close();
-  }
-}
-
-async function allocated(path: string): Promise<number> {
-  return (await stat(path)).blocks * 512;
-}
+import { tempDir } from '../helpers/tools.js';
+import { allocated, dataExtents, MiB, tidemark, tidemarkJson, type DiskInfoJson } from './cliHarness.js';
+import { makeRaw } from './fixtures.js';
 
 test('convert raw -> vhdx -> raw: bit-exact and sparse; dst replaced atomically', async (t) => {
   const dir = await tempDir(t);
@@ -50,7 +16,7 @@ test('convert raw -> vhdx -> raw: bit-exact and sparse; dst replaced atomically'
   const back = join(dir, 'back.img');
   const c1 = await tidemarkJson<{ written: number }>('disk', 'convert', src, v, '--block-size', '1M', '--json');
   assert.equal(c1.status, 0, c1.stderr);
-  const vi = await tidemarkJson<Info>('disk', 'info', v, '--json');
+  const vi = await tidemarkJson<DiskInfoJson>('disk', 'info', v, '--json');
   assert.deepEqual([vi.json.format, vi.json.type, vi.json.size, vi.json.blockSize], ['vhdx', 'dynamic', size, MiB]);
   assert.ok(vi.json.allocatedBytes <= 16 * MiB, `only touched blocks allocated: ${vi.json.allocatedBytes}`);
   const c2 = await tidemark('disk', 'convert', v, back, '--format', 'raw');

@@ -1,45 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ExitCode } from '../../src/errors.js';
-import { requireTools, run, tempDir } from '../helpers/tools.js';
-import { tidemark, tidemarkJson } from './cliHarness.js';
+import { tempDir } from '../helpers/tools.js';
+import { MiB, tidemark, tidemarkJson, type DiskInfoJson } from './cliHarness.js';
 import { makeRaw, pattern } from './fixtures.js';
 import { openDisk } from '../../src/disk/openDisk.js';
-import { RawFileDevice } from '../../src/blockdev/RawFileDevice.js';
-
-const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
-const TiB = 1024 * GiB;
-
-interface Info {
-  format: string;
-  type: string;
-  size: number;
-  blockSize: number | null;
-  logicalSectorSize: number;
-  physicalSectorSize: number;
-  allocatedBytes: number;
-  diskId: string | null;
-  dataWriteGuid: string | null;
-  parentChain: string[];
-}
-
-/** The data runs of a file (SEEK_DATA/SEEK_HOLE via RawFileDevice). */
-async function dataExtents(path: string): Promise<Array<[number, number]>> {
-  const dev = await RawFileDevice.open(path, { readOnly: true });
-  try {
-    assert.ok(dev.capabilities.extents, 'extents supported here');
-    return (await dev.extents(0, dev.size)).filter((e) => e.type === 'data').map((e) => [e.offset, e.length]);
-  } finally {
-    await dev.close();
-  }
-}
-
-async function allocated(path: string): Promise<number> {
-  return (await stat(path)).blocks * 512;
-}
 
 test('resize: grow raw and VHDX, shrink needs --force', async (t) => {
   const dir = await tempDir(t);
@@ -51,11 +18,11 @@ test('resize: grow raw and VHDX, shrink needs --force', async (t) => {
     const g = await tidemarkJson<{ oldSize: number; newSize: number }>('disk', 'resize', p, '--size', '128M', '--json');
     assert.equal(g.status, 0, g.stderr);
     assert.deepEqual([g.json.oldSize, g.json.newSize], [64 * MiB, 128 * MiB]);
-    assert.equal((await tidemarkJson<Info>('disk', 'info', p, '--json')).json.size, 128 * MiB);
+    assert.equal((await tidemarkJson<DiskInfoJson>('disk', 'info', p, '--json')).json.size, 128 * MiB);
     const s = await tidemark('disk', 'resize', p, '--size', '32M');
     assert.equal(s.status, ExitCode.USAGE);
     assert.match(s.stderr, /--force/);
-    assert.equal((await tidemarkJson<Info>('disk', 'info', p, '--json')).json.size, 128 * MiB, 'unchanged without --force');
+    assert.equal((await tidemarkJson<DiskInfoJson>('disk', 'info', p, '--json')).json.size, 128 * MiB, 'unchanged without --force');
   }));
   const s = await tidemark('disk', 'resize', r, '--size', '32M', '--force');
   assert.equal(s.status, 0, s.stderr);
@@ -72,7 +39,7 @@ test('create --parent makes a differencing disk; merge folds it into the parent'
   const pd = await openDisk(base);
   await pd.write(0, pattern(3 * MiB, 1));
   await pd.close();
-  const cc = await tidemarkJson<Info>('disk', 'create', child, '--parent', base, '--json');
+  const cc = await tidemarkJson<DiskInfoJson>('disk', 'create', child, '--parent', base, '--json');
   assert.equal(cc.status, 0, cc.stderr);
   assert.equal(cc.json.type, 'differencing');
   assert.equal(cc.json.size, 16 * MiB);

@@ -20,7 +20,6 @@ for (const kind of ['vhdx', 'raw'] as const) {
     const path = join(dir, `sparse.${kind}`);
     const size = 16 * MiB;
     const dev = kind === 'vhdx' ? await VhdxDevice.create(path, { size, blockSize: MiB }) : await RawFileDevice.create(path, size);
-    t.after(() => dev.close());
     assert.equal(typeof dev.readInto, 'function');
     // Blocks 0, 2, 4, ... hold 0xc7; odd blocks are never written (VHDX: not allocated; raw: holes).
     for (let b = 0; b < 16; b += 2) await dev.write(b * MiB, Buffer.alloc(MiB, 0xc7));
@@ -28,7 +27,10 @@ for (const kind of ['vhdx', 'raw'] as const) {
     await dev.trim(4 * MiB, MiB);
     const srv = new NbdServer({ exports: [{ name: 'd', device: dev }] });
     const { port } = (await srv.listen({ port: 0 })) as { port: number };
-    t.after(() => srv.close());
+    t.after(async () => {
+      await srv.close();
+      await dev.close();
+    });
     for (const structured of [false, true]) {
       const c = await RawClient.open({ port }, { name: 'd', structured });
       t.after(() => c.close());

@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -77,6 +77,16 @@ for (const format of ['raw', 'vhdx'] as const) {
   });
 }
 
+/** A 4 MiB raw disk in a temp dir with tracking enabled, written at 0 and then sealed (ID `id`). */
+async function sealedRawDisk(t: TestContext): Promise<{ disk: string; id: string }> {
+  const dir = await tempDir(t, 'tidemark-rctint-');
+  const disk = join(dir, 'disk.raw');
+  await (await RawFileDevice.create(disk, 4 * MiB)).close();
+  await ok('rct', 'enable', disk);
+  await tidemarkWrite(disk, [[0, 1]]);
+  return { disk, id: await seal(disk) };
+}
+
 test('resize of a tracked disk is refused while another process holds it; untracked resize is unchanged', async (t) => {
   const dir = await tempDir(t, 'tidemark-rctint-');
   const disk = join(dir, 'disk.raw');
@@ -98,12 +108,7 @@ test('resize of a tracked disk is refused while another process holds it; untrac
 });
 
 test('a read-write open of a raw disk without writes keeps tracking valid (no fingerprintBeforeOpen)', async (t) => {
-  const dir = await tempDir(t, 'tidemark-rctint-');
-  const disk = join(dir, 'disk.raw');
-  await (await RawFileDevice.create(disk, 4 * MiB)).close();
-  await ok('rct', 'enable', disk);
-  await tidemarkWrite(disk, [[0, 1]]);
-  const id = await seal(disk);
+  const { disk, id } = await sealedRawDisk(t);
   await tidemarkWrite(disk, [[2 * MiB, 1]]);
   for (let i = 0; i < 2; i++) {
     await new Promise((r) => setTimeout(r, 30));
@@ -117,12 +122,7 @@ test('a read-write open of a raw disk without writes keeps tracking valid (no fi
 });
 
 test('a crash in the middle of a tracked raw resize (marks durable, not re-bound) keeps older IDs: the grown area is reported', async (t) => {
-  const dir = await tempDir(t, 'tidemark-rctint-');
-  const disk = join(dir, 'disk.raw');
-  await (await RawFileDevice.create(disk, 4 * MiB)).close();
-  await ok('rct', 'enable', disk);
-  await tidemarkWrite(disk, [[0, 1]]);
-  const id = await seal(disk);
+  const { disk, id } = await sealedRawDisk(t);
   await tidemarkWrite(disk, [[MiB, 1]]);
 
   // Steps 1-4 of withTrackedOperation by hand, then "crash" before endOperation.

@@ -12,6 +12,18 @@ import { keepOpen } from './rctTestKit.js';
 
 const MiB = 1024 * 1024;
 
+/**
+ * `mem` whose writes wait after they start: `inWrite` resolves when a write has begun, `release()`
+ * lets the pending write go on to `mem`.
+ */
+function blockingWrite(mem: MemoryDevice) {
+  let release!: () => void;
+  let entered!: () => void;
+  const inWrite = new Promise<void>((r) => (entered = r));
+  const slow = { ...keepOpen(mem), write: async (o: number, d: Uint8Array) => { entered(); await new Promise<void>((r) => (release = r)); return mem.write(o, d); } };
+  return { slow, inWrite, release: () => release() };
+}
+
 async function setup(t: import('node:test').TestContext, size = 16 * MiB) {
   const dir = await tempDir(t, 'tidemark-rct-layer-');
   const disk = join(dir, 'disk');
@@ -22,10 +34,7 @@ async function setup(t: import('node:test').TestContext, size = 16 * MiB) {
 
 test('a write in flight across a seal is reported on both sides of it', async (t) => {
   const { disk, mem } = await setup(t);
-  let release!: () => void;
-  let entered!: () => void;
-  const inWrite = new Promise<void>((r) => (entered = r));
-  const slow = { ...keepOpen(mem), write: async (o: number, d: Uint8Array) => { entered(); await new Promise<void>((r) => (release = r)); return mem.write(o, d); } };
+  const { slow, inWrite, release } = blockingWrite(mem);
   const dev = await openTracked(slow, disk, { persistIntervalMs: 0 });
   const before = await dev.seal();
   const w = dev.write(8192, Buffer.alloc(100, 1));
@@ -90,10 +99,7 @@ test('status reports granularity, generation, live IDs; NBD ChangeSource view is
 
 test('crash after a seal with a write in flight across it: the write stays reported since the new ID', async (t) => {
   const { disk, mem } = await setup(t);
-  let release!: () => void;
-  let entered!: () => void;
-  const inWrite = new Promise<void>((r) => (entered = r));
-  const slow = { ...keepOpen(mem), write: async (o: number, d: Uint8Array) => { entered(); await new Promise<void>((r) => (release = r)); return mem.write(o, d); } };
+  const { slow, inWrite, release } = blockingWrite(mem);
   const dev = await openTracked(slow, disk, { persistIntervalMs: 0 });
   await dev.seal();
   const w = dev.write(5 * MiB + 8192, Buffer.alloc(100, 1));
