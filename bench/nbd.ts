@@ -172,11 +172,11 @@ async function measureAll(targets: Target[], src: string, size: number, repeat: 
 }
 
 export async function run(): Promise<void> {
-  for (const tool of ['qemu-nbd', 'nbdcopy', 'qemu-img']) {
-    if (!(await hasTool(tool))) {
-      console.log(`nbd bench: skipped (${tool} not installed)`);
-      return;
-    }
+  const missing: string[] = [];
+  for (const tool of ['qemu-nbd', 'nbdcopy', 'qemu-img']) if (!(await hasTool(tool))) missing.push(tool);
+  if (missing.length > 0) {
+    // A benchmark without its peer measures nothing: fail loudly so the bench runner reports it.
+    throw new Error(`nbd bench: required tool(s) not installed: ${missing.join(', ')} (install qemu-utils and libnbd-bin to run it)`);
   }
   const size = Number(process.env.TIDEMARK_BENCH_NBD_MB ?? 512) * MiB;
   const repeat = Number(process.env.TIDEMARK_BENCH_REPEAT ?? 3);

@@ -1,7 +1,8 @@
 import { stat } from 'node:fs/promises';
 import { RawFileDevice } from '../blockdev/RawFileDevice.js';
 import { VhdxDevice } from '../vhdx/VhdxDevice.js';
-import { withContext } from '../errors.js';
+import { InUseError, TidemarkError, withContext } from '../errors.js';
+import { diskLockHolder } from './diskLockHolder.js';
 import { detectDiskFormat } from './detectDiskFormat.js';
 import type { DiskFormat } from './sniffFormat.js';
 
@@ -34,14 +35,27 @@ export interface DiskInfo {
   parentChain: string[];
 }
 
-/** Describe the disk at `path` (opened read-only; never modified). Throws as openDisk does. */
+/**
+ * Describe the disk at `path` (opened read-only; never modified). Throws as openDisk does, except that a
+ * VHDX with a dirty log whose DiskLock another live process holds (a running `tidemark serve`) gives
+ * InUseError naming it rather than VhdxDirtyLogError.
+ */
 export async function diskInfo(path: string): Promise<DiskInfo> {
   const format = await detectDiskFormat(path);
   return withContext(`inspect ${path}`, format === 'vhdx' ? vhdxInfo(path) : rawInfo(path));
 }
 
 async function vhdxInfo(path: string): Promise<DiskInfo> {
-  const dev = await VhdxDevice.open(path, { readOnly: true });
+  let dev: VhdxDevice;
+  try {
+    dev = await VhdxDevice.open(path, { readOnly: true });
+  } catch (err) {
+    if (err instanceof TidemarkError && err.code === 'E_VHDX_DIRTY_LOG') {
+      const holder = await diskLockHolder(path);
+      if (holder !== undefined) throw new InUseError(path, holder);
+    }
+    throw err;
+  }
   try {
     const i = dev.info();
     return {

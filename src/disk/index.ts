@@ -10,6 +10,8 @@ export { checkDisk, type DiskCheck, type DiskProblem } from './checkDisk.js';
 export { resizeDisk, type ResizeResult } from './resizeDisk.js';
 export { mergeDisk, type MergeResult } from './mergeDisk.js';
 export { detectDiskFormat } from './detectDiskFormat.js';
+export { replayVhdxLog } from './replayVhdxLog.js';
+export { diskLockHolder } from './diskLockHolder.js';
 export { sniffFormat, type DiskFormat, type Sniffed } from './sniffFormat.js';
 export { commitFile, tempSibling } from './commitFile.js';
 export { UnsupportedDiskFormatError, DiskExistsError, DiskOperationError, OperationAbortedError } from './errors.js';

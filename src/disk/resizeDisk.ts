@@ -1,9 +1,31 @@
 import { RawFileDevice } from '../blockdev/RawFileDevice.js';
 import { UsageError, withContext } from '../errors.js';
 import { withTrackedOperation, type TrackedOperationReport } from '../rct/withTrackedOperation.js';
+import { VhdxShrinkError } from '../vhdx/errors.js';
 import { resizeVhdx } from '../vhdx/resizeVhdx.js';
 import { detectDiskFormat } from './detectDiskFormat.js';
 import { diskInfo } from './diskInfo.js';
+import { walkExtents } from './walkExtents.js';
+
+const CHUNK = 4 * 1024 * 1024;
+const ZEROS = Buffer.alloc(CHUNK);
+
+/** True when the raw disk at `path` holds a non-zero byte at or past `from` (reads data extents only; read-only). */
+async function nonZeroDataBeyond(path: string, from: number): Promise<boolean> {
+  const dev = await RawFileDevice.open(path, { readOnly: true });
+  try {
+    for await (const e of walkExtents(dev, from, dev.size)) {
+      if (e.type !== 'data') continue;
+      for (let o = e.offset; o < e.offset + e.length; o += CHUNK) {
+        const buf = await dev.read(o, Math.min(CHUNK, e.offset + e.length - o));
+        if (!buf.equals(ZEROS.subarray(0, buf.length))) return true;
+      }
+    }
+    return false;
+  } finally {
+    await dev.close();
+  }
+}
 
 export interface ResizeResult {
   path: string;
@@ -14,8 +36,9 @@ export interface ResizeResult {
 }
 
 /**
- * Change the virtual size of a disk. Growing adds zeros at the end. Shrinking discards everything past
- * `newSize` and is refused unless `force` is set (UsageError). VHDX sizes must be a multiple of the
+ * Change the virtual size of a disk. Growing adds zeros at the end. Shrinking drops everything past
+ * `newSize`: it is refused (UsageError naming --force) when any non-zero byte lives there, unless `force`
+ * is set; a shrink that loses only zeros/holes needs no `force`. VHDX sizes must be a multiple of the
  * logical sector size (the VHDX engine enforces its own rules, e.g. for differencing disks).
  * With change tracking enabled the resize goes through RCT (withTrackedOperation, holding the disk lock:
  * InUseError while the disk is served): growing keeps older IDs valid and reports the new area as
@@ -26,12 +49,16 @@ export async function resizeDisk(path: string, newSize: number, opts: { force?: 
   const format = await detectDiskFormat(path);
   const info = await diskInfo(path);
   const oldSize = info.size;
-  if (newSize < oldSize && !opts.force) {
-    throw new UsageError(`shrinking ${path} from ${oldSize} to ${newSize} bytes discards the data past ${newSize}; pass --force if that is what you want`, { path, oldSize, newSize });
-  }
+  const refuse = (detail: string, data: Record<string, unknown> = {}) =>
+    new UsageError(`shrinking ${path} from ${oldSize} to ${newSize} bytes would discard ${detail} past ${newSize}; pass --force to discard it`, { path, oldSize, newSize, ...data });
+  if (newSize < oldSize && !opts.force && format !== 'vhdx' && (await nonZeroDataBeyond(path, newSize))) throw refuse('non-zero data');
   const { report } = await withTrackedOperation(path, { what: 'tidemark disk resize' }, async () => {
     if (format === 'vhdx') {
-      await withContext(`resize ${path}`, resizeVhdx(path, newSize, { force: !!opts.force }));
+      // The VHDX engine checks the blocks past the new end itself (VhdxShrinkError when any holds data).
+      await withContext(`resize ${path}`, resizeVhdx(path, newSize, { force: !!opts.force })).catch((err: unknown) => {
+        if (err instanceof VhdxShrinkError) throw refuse(`${String(err.data.lostBlocks)} block(s) holding data`, { lostBlocks: err.data.lostBlocks });
+        throw err;
+      });
     } else {
       const dev = await RawFileDevice.open(path);
       try {

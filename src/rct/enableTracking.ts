@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { rm, stat } from 'node:fs/promises';
-import { NotFoundError, UsageError } from '../errors.js';
+import { rm } from 'node:fs/promises';
+import { UsageError } from '../errors.js';
+import { openDisk } from '../disk/openDisk.js';
 import { atomicWriteFile } from '../util/atomicWriteFile.js';
 import { fsyncDir } from '../util/fsyncDir.js';
 import { mrtPathOf, readRct, rctPathOf } from './ChangeTracker.js';
@@ -21,7 +22,8 @@ const pow2 = (n: number) => Number.isSafeInteger(n) && n > 0 && (n & (n - 1)) ==
 /**
  * Enable change tracking for the disk at `diskPath`: writes `<disk>.rct` (unbound: the first open
  * records the disk's size and identity). Idempotent when already enabled with the same block size;
- * UsageError when enabled with another (disable first). Throws NotFoundError when the disk is missing.
+ * UsageError when enabled with another (disable first). Throws NotFoundError when the disk is missing,
+ * CorruptError when it is damaged (the disk is opened read-only to validate it).
  */
 export async function enableTracking(diskPath: string, opts: EnableOptions = {}): Promise<void> {
   const blockSize = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
@@ -32,12 +34,10 @@ export async function enableTracking(diskPath: string, opts: EnableOptions = {})
   if (regionSize !== 0 && (!pow2(regionSize) || regionSize < 1024 * 1024 || regionSize < blockSize)) {
     throw new UsageError(`region size ${regionSize} must be a power of two of at least 1 MiB and at least the block size`);
   }
-  try {
-    await stat(diskPath);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(diskPath, 'check the disk path');
-    throw err;
-  }
+  // Validate the disk before promising to track it: opening it read-only (never modifies it) throws
+  // NotFoundError for a missing file, CorruptError for a damaged VHDX, UnsupportedDiskFormatError.
+  const dev = await openDisk(diskPath, { readOnly: true });
+  await dev.close();
   let existing = null;
   try {
     existing = await readRct(diskPath);

@@ -16,14 +16,14 @@ export class TrackingInvalidError extends TidemarkError {
   }
 }
 
-/** Change tracking is not enabled on the disk (neither `<disk>.rct` nor `<disk>.mrt` exists). */
+/** Change tracking is not enabled on the disk (neither `<disk>.rct` nor `<disk>.mrt` exists): a usage error (exit 2). */
 export class TrackingNotEnabledError extends TidemarkError {
   constructor(diskPath: string) {
     super(
       'E_RCT_NOT_ENABLED',
-      `${diskPath}: change tracking is not enabled (no ${diskPath}.rct); enable it with \`tidemark rct enable\` and take a full backup`,
+      `${diskPath}: change tracking is not enabled (no ${diskPath}.rct); run \`tidemark rct enable ${diskPath}\` and take a full backup`,
       { diskPath },
-      ExitCode.TRACKING_INVALID,
+      ExitCode.USAGE,
     );
   }
 }

@@ -23,7 +23,7 @@ export async function openTrackedDisk(diskPath: string, opts: OpenDiskOptions & 
   const tracked = !opts.readOnly && (await isTrackingEnabled(diskPath));
   // Before opening: a writable open may touch the file's timestamps (see TrackerOptions).
   const fingerprintBeforeOpen = tracked ? await fileFingerprint(diskPath) : null;
-  const dev = await openDisk(diskPath, opts);
+  const dev = await openDisk(diskPath, { ...opts, untracked: true }); // tracked below when enabled
   if (!tracked) return dev;
   try {
     return await openTracked(dev, diskPath, { ...opts, fingerprintBeforeOpen });

@@ -117,7 +117,7 @@ async function openToObserve(diskPath: string): Promise<BlockDevice> {
     return await openDisk(diskPath, { readOnly: true });
   } catch (err) {
     if (!(err instanceof TidemarkError && err.code === 'E_VHDX_DIRTY_LOG')) throw err;
-    await (await openDisk(diskPath)).close();
+    await (await openDisk(diskPath, { untracked: true })).close(); // replays the log only; no data write
     return openDisk(diskPath, { readOnly: true });
   }
 }

@@ -8,7 +8,7 @@ export class VhdxDirtyLogError extends TidemarkError {
     super(
       'E_VHDX_DIRTY_LOG',
       `${file}: the VHDX log holds un-replayed metadata updates (the file was not closed cleanly); ` +
-        `open it read-write to replay the log, or run \`tidemark disk check ${file}\``,
+        `replay it with \`tidemark disk check --repair ${file}\` (or open it read-write)`,
       { file },
       ExitCode.CORRUPT,
     );

@@ -8,7 +8,7 @@ import { MiB, tidemark, tidemarkJson, type DiskInfoJson } from './cliHarness.js'
 import { makeRaw, pattern } from './fixtures.js';
 import { openDisk } from '../../src/disk/openDisk.js';
 
-test('resize: grow raw and VHDX, shrink needs --force', async (t) => {
+test('resize: grow raw and VHDX; a lossless shrink just works, a lossy one needs --force', async (t) => {
   const dir = await tempDir(t);
   const v = join(dir, 'v.vhdx');
   const r = join(dir, 'r.img');
@@ -19,13 +19,21 @@ test('resize: grow raw and VHDX, shrink needs --force', async (t) => {
     assert.equal(g.status, 0, g.stderr);
     assert.deepEqual([g.json.oldSize, g.json.newSize], [64 * MiB, 128 * MiB]);
     assert.equal((await tidemarkJson<DiskInfoJson>('disk', 'info', p, '--json')).json.size, 128 * MiB);
+    // only zeros past 96M: no --force needed
+    const l = await tidemark('disk', 'resize', p, '--size', '96M');
+    assert.equal(l.status, 0, l.stderr);
+    assert.equal((await tidemarkJson<DiskInfoJson>('disk', 'info', p, '--json')).json.size, 96 * MiB);
+    const dev = await openDisk(p);
+    await dev.write(40 * MiB, pattern(4096, 7));
+    await dev.close();
     const s = await tidemark('disk', 'resize', p, '--size', '32M');
-    assert.equal(s.status, ExitCode.USAGE);
+    assert.equal(s.status, ExitCode.USAGE, s.stderr);
     assert.match(s.stderr, /--force/);
-    assert.equal((await tidemarkJson<DiskInfoJson>('disk', 'info', p, '--json')).json.size, 128 * MiB, 'unchanged without --force');
+    assert.equal((await tidemarkJson<DiskInfoJson>('disk', 'info', p, '--json')).json.size, 96 * MiB, 'unchanged without --force');
+    const f = await tidemark('disk', 'resize', p, '--size', '32M', '--force');
+    assert.equal(f.status, 0, f.stderr);
+    assert.equal((await tidemarkJson<DiskInfoJson>('disk', 'info', p, '--json')).json.size, 32 * MiB);
   }));
-  const s = await tidemark('disk', 'resize', r, '--size', '32M', '--force');
-  assert.equal(s.status, 0, s.stderr);
   assert.equal((await stat(r)).size, 32 * MiB);
   assert.equal((await tidemark('disk', 'resize', r)).status, ExitCode.USAGE, '--size is required');
   assert.equal((await tidemark('disk', 'resize', join(dir, 'none'), '--size', '1G')).status, ExitCode.NOT_FOUND);

@@ -5,6 +5,8 @@ import { fcSeed } from '../helpers/tools.js';
 import { sniffFormat } from '../../src/disk/sniffFormat.js';
 import { nonZeroRuns, isZero } from '../../src/disk/nonZeroRuns.js';
 import { firstDifference } from '../../src/disk/firstDifference.js';
+import { parseSize } from '../../src/util/size.js';
+import { ExitCode } from '../../src/errors.js';
 
 test('sniffFormat: VHDX by signature, raw otherwise, foreign formats named', () => {
   const head = (text: string | Buffer, size = 1024, at = 0) => {
@@ -81,4 +83,38 @@ test('firstDifference finds the first differing byte (property)', () => {
     { seed: fcSeed(), numRuns: 60 },
   );
   assert.equal(firstDifference(Buffer.from('abc'), Buffer.from('abcd')), -1, 'only the common length is compared');
+});
+
+test('parseSize: binary K/M/G/T/P suffixes, decimals, KiB/GB spellings; bad input is a usage error', () => {
+  assert.equal(parseSize('4096'), 4096);
+  assert.equal(parseSize('0'), 0);
+  assert.equal(parseSize('512B'), 512);
+  assert.equal(parseSize('1K'), 1024);
+  assert.equal(parseSize('1k'), 1024, 'case-insensitive');
+  assert.equal(parseSize('64M'), 64 * 2 ** 20);
+  assert.equal(parseSize('10G'), 10 * 2 ** 30);
+  assert.equal(parseSize('3T'), 3 * 2 ** 40);
+  assert.equal(parseSize('2P'), 2 * 2 ** 50);
+  assert.equal(parseSize('1.5T'), 1.5 * 2 ** 40);
+  assert.equal(parseSize('0.5K'), 512);
+  assert.equal(parseSize('64KiB'), 65536);
+  assert.equal(parseSize('2MiB'), 2 * 2 ** 20);
+  assert.equal(parseSize('1GB'), 2 ** 30, 'GB is read as binary, like G');
+  assert.equal(parseSize(' 8 M '), 8 * 2 ** 20, 'surrounding and inner blanks are allowed');
+  for (const bad of ['', 'M', '10X', '10Q', '10 GiBs', '-1', '1e3', '1,5G', '0x10', '10GiB extra', '1..5K']) {
+    assert.throws(() => parseSize(bad), (err: Error & { exitCode?: number }) => {
+      assert.equal(err.exitCode, ExitCode.USAGE, `"${bad}"`);
+      assert.match(err.message, /invalid size/);
+      assert.match(err.message, /K, M, G, T or P/);
+      return true;
+    }, `"${bad}" is refused`);
+  }
+  for (const frac of ['1.5', '0.3K', '1.0000001M']) {
+    assert.throws(() => parseSize(frac), /not a whole number of bytes/, `"${frac}"`);
+  }
+  assert.throws(() => parseSize('9P'), /not a whole number of bytes/, 'past 2^53 bytes is refused, never rounded');
+  fc.assert(fc.property(fc.integer({ min: 0, max: 2 ** 20 }), fc.constantFrom('K', 'M', 'G'), (n, u) => {
+    const mult = { K: 2 ** 10, M: 2 ** 20, G: 2 ** 30 }[u];
+    return parseSize(`${n}${u}`) === n * mult && parseSize(`${n}${u}iB`) === n * mult;
+  }), { seed: fcSeed() });
 });

@@ -76,6 +76,23 @@ test('serve: two disks as named exports, qemu-io writes land in the files, SIGTE
   assert.ok((await readFile(b)).subarray(0, 4096).equals(Buffer.alloc(4096, 0x6e)));
 });
 
+test('serve: SIGINT (Ctrl-C) exits 0 after draining, like SIGTERM', async (t) => {
+  if (!requireTools(t, 'qemu-img', 'qemu-io')) return;
+  const dir = await tempDir(t);
+  const a = join(dir, 'a.raw');
+  await exec('qemu-img', ['create', '-f', 'raw', a, '4M']);
+  const { child, ready, stderr, exited } = await startServe(t, [a, '--listen', '127.0.0.1:0']);
+  await exec('qemu-io', ['-f', 'raw', '-c', 'write -P 0x3c 64k 128k', ready.exports[0]!.uri]);
+  child.kill('SIGINT');
+  assert.equal(await exited, 0, stderr());
+  assert.match(stderr(), /stopped/);
+  assert.ok((await readFile(a)).subarray(64 * 1024, 192 * 1024).equals(Buffer.alloc(128 * 1024, 0x3c)));
+  // the lock went with it: the disk can be served again at once
+  const again = await startServe(t, [a, '--listen', '127.0.0.1:0']);
+  again.child.kill('SIGTERM');
+  assert.equal(await again.exited, 0);
+});
+
 test('serve: --read-only, --name and a unix --socket', async (t) => {
   if (!requireTools(t, 'qemu-img', 'qemu-io')) return;
   const dir = await tempDir(t);

@@ -87,8 +87,41 @@ test('cli: enable, seal, changes, drop, outside writer, disable on a raw disk', 
   await ok('rct', 'disable', disk);
   assert.equal(JSON.parse(await ok('rct', 'status', disk, '--json')).enabled, false);
   const off = await cli('rct', 'changes', disk, '--since', id3);
-  assert.equal(off.status, ExitCode.TRACKING_INVALID);
+  assert.equal(off.status, ExitCode.USAGE);
   assert.match(off.stderr, /not enabled/);
+});
+
+test('cli: a missing disk is not found, a never-enabled disk is a usage error, a corrupt disk cannot be enabled', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const dir = await tempDir(t, 'tidemark-rct-errs-');
+  const missing = join(dir, 'nope.raw');
+  for (const args of [['status', missing], ['status', missing, '--json'], ['seal', missing], ['changes', missing, '--since', 'rct:x'], ['enable', missing]]) {
+    const r = await cli('rct', ...args);
+    assert.equal(r.status, ExitCode.NOT_FOUND, `rct ${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /not found/);
+  }
+
+  const disk = join(dir, 'plain.raw');
+  await (await RawFileDevice.create(disk, 16 * MiB)).close();
+  assert.equal(JSON.parse(await ok('rct', 'status', disk, '--json')).enabled, false, 'an existing untracked disk: status says so, exit 0');
+  for (const args of [['seal', disk], ['changes', disk, '--since', 'rct:x'], ['drop', disk, 'rct:x']]) {
+    const r = await cli('rct', ...args);
+    assert.equal(r.status, ExitCode.USAGE, `rct ${args.join(' ')}: ${r.stderr}`);
+    assert.ok(r.stderr.includes(`tidemark rct enable ${disk}`), r.stderr);
+  }
+  const j = await cli('rct', 'seal', disk, '--json');
+  assert.equal(JSON.parse(j.stdout).error.code, 'E_RCT_NOT_ENABLED');
+
+  // a VHDX whose both headers are destroyed: enabling refuses (exit 4) and writes no tracking file
+  const bad = join(dir, 'bad.vhdx');
+  run('qemu-img', ['create', '-q', '-f', 'vhdx', bad, '64M']);
+  const fh = await open(bad, 'r+');
+  await fh.write(Buffer.alloc(4096, 0xee), 0, 4096, 64 * 1024);
+  await fh.write(Buffer.alloc(4096, 0xee), 0, 4096, 128 * 1024);
+  await fh.close();
+  const e = await cli('rct', 'enable', bad);
+  assert.equal(e.status, ExitCode.CORRUPT, e.stderr);
+  assert.equal(JSON.parse(await ok('rct', 'status', bad, '--json')).enabled, false, 'no tracking file was written');
 });
 
 test('cli: a served disk is sealed and queried through its control socket', async (t) => {

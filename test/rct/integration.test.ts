@@ -6,7 +6,10 @@ import type { BlockDevice } from '../../src/blockdev/BlockDevice.js';
 import { DiskLock } from '../../src/blockdev/DiskLock.js';
 import { RawFileDevice } from '../../src/blockdev/RawFileDevice.js';
 import { ExitCode } from '../../src/errors.js';
+import { openDisk } from '../../src/disk/openDisk.js';
 import { ChangeTracker } from '../../src/rct/ChangeTracker.js';
+import { openTrackedDisk } from '../../src/rct/openTrackedDisk.js';
+import { isTracked } from '../../src/rct/trackingLayer.js';
 import { openTracked } from '../../src/rct/trackingLayer.js';
 import { tempDir } from '../helpers/tools.js';
 import { BS, KiB, MiB, changes, cli, ok, seal, tidemarkWrite, verdictNow } from './integrationKit.js';
@@ -57,11 +60,12 @@ for (const format of ['raw', 'vhdx'] as const) {
     await ok('rct', 'enable', disk);
     await tidemarkWrite(disk, [[0, 4096]]);
     const id1 = await seal(disk);
-    await tidemarkWrite(disk, [[MiB, 4096]]);
+    await tidemarkWrite(disk, [[MiB, 4096], [6 * MiB, 4096]]);
 
     const refused = await cli('disk', 'resize', disk, '--size', '4M');
-    assert.equal(refused.status, ExitCode.USAGE, 'shrinking needs --force');
-    assert.deepEqual(await changes(disk, id1), [{ offset: MiB, length: BS }], 'a refused shrink changes nothing');
+    assert.equal(refused.status, ExitCode.USAGE, 'a shrink that loses data needs --force');
+    assert.match(refused.stderr, /--force/);
+    assert.deepEqual(await changes(disk, id1), [{ offset: MiB, length: BS }, { offset: 6 * MiB, length: BS }], 'a refused shrink changes nothing');
 
     const res = JSON.parse(await ok('disk', 'resize', disk, '--size', '4M', '--force', '--json'));
     assert.match(res.tracking.restarted, /shrank from 8388608 to 4194304 bytes/);
@@ -137,4 +141,28 @@ test('a crash in the middle of a tracked raw resize (marks durable, not re-bound
   assert.deepEqual(await changes(disk, id), [{ offset: MiB, length: BS }, { offset: 3 * MiB, length: BS }, { offset: 4 * MiB, length: 2 * MiB }]);
   assert.equal(await verdictNow(disk), 'recovered', 'accepted by the crash rule (same inode, ctime within the lease)');
   assert.deepEqual(await changes(disk, id), [{ offset: MiB, length: BS }, { offset: 3 * MiB, length: BS }, { offset: 4 * MiB, length: 2 * MiB }]);
+});
+
+test('a writable openDisk of a tracked disk is refused (pointing to openTrackedDisk); read-only and openTrackedDisk work', async (t) => {
+  const { disk, id } = await sealedRawDisk(t);
+  const before = await stat(disk);
+  for (const opts of [{}, { readOnly: false }]) {
+    await assert.rejects(openDisk(disk, opts), (err: Error & { exitCode?: number }) => {
+      assert.equal(err.exitCode, ExitCode.USAGE);
+      assert.match(err.message, /change tracking is enabled/);
+      assert.match(err.message, /openTrackedDisk/);
+      return true;
+    });
+  }
+  assert.equal((await stat(disk)).mtimeMs, before.mtimeMs, 'the refused open touched nothing');
+  await (await openDisk(disk, { readOnly: true })).close();
+  const dev = await openTrackedDisk(disk);
+  assert.ok(isTracked(dev));
+  await dev.write(3 * MiB, Buffer.alloc(10, 1));
+  await dev.close();
+  assert.deepEqual(await changes(disk, id), [{ offset: 3 * MiB, length: BS }], 'tracking stayed valid: only the tracked write shows');
+  // the explicit opt-out opens it untracked (the caller keeps tracking valid itself)
+  const raw = await openDisk(disk, { untracked: true });
+  assert.ok(!isTracked(raw));
+  await raw.close();
 });

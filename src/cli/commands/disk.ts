@@ -57,14 +57,16 @@ export function register(program: Command): void {
 
   disk
     .command('check <path>')
-    .description(`check a disk's structures (read-only); exits ${ExitCode.DIFFERENT} when problems are found`)
+    .description(`check a disk's structures (read-only unless --repair); exits ${ExitCode.DIFFERENT} when problems are found`)
+    .option('--repair', 'replay a dirty VHDX log left by a crashed writer (takes the disk lock exclusively)')
     .option('--json', 'print as JSON')
-    .action(async (path: string, o: { json?: boolean }) => {
-      const r = await checkDisk(path);
+    .action(async (path: string, o: { json?: boolean; repair?: boolean }) => {
+      const r = await checkDisk(path, { repair: !!o.repair });
       printResult(o.json, r, () => {
         const head = r.ok ? `${path}: OK (${r.format}${r.size !== null ? `, ${formatSize(r.size)}` : ''})` : `${path}: ${r.problems.length} problem(s) found`;
         const lines = r.problems.map((p) => `  ${p.structure}: ${p.message}`);
-        if (r.logDirty) lines.push('  note: the VHDX log has unapplied entries; they are replayed the next time the disk is opened for writing');
+        if (r.repaired) lines.push('  repaired: replayed the VHDX log left by a writer that did not close the disk cleanly');
+        if (r.logDirty) lines.push(`  note: the VHDX log has unapplied entries (read-only opens refuse the disk); replay them with \`tidemark disk check --repair ${path}\``);
         if (!r.ok) lines.push('  the disk is damaged: restore it from a backup, or copy out what is readable with `tidemark disk convert`');
         return [head, ...lines].join('\n');
       });

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { DiskLock } from '../../blockdev/DiskLock.js';
-import { UsageError } from '../../errors.js';
+import { stat } from 'node:fs/promises';
+import { NotFoundError, UsageError } from '../../errors.js';
 import { disableTracking, enableTracking } from '../../rct/enableTracking.js';
 import { openRctHandle } from '../../rct/openRctHandle.js';
 import { trackingStatus } from '../../rct/trackingStatus.js';
@@ -13,7 +14,18 @@ interface JsonOpt {
   json?: boolean;
 }
 
+/** NotFoundError (exit 3) when the disk file itself does not exist (its tracking state is moot). */
+async function requireDisk(disk: string): Promise<void> {
+  try {
+    await stat(disk);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(disk, 'check the disk path');
+    throw err;
+  }
+}
+
 async function withHandle<T>(disk: string, mutate: boolean, fn: (h: Awaited<ReturnType<typeof openRctHandle>>) => Promise<T>): Promise<T> {
+  await requireDisk(disk);
   const h = await openRctHandle(disk, { mutate });
   try {
     return await fn(h);
@@ -63,6 +75,7 @@ export function register(program: Command): void {
     .description('show tracking state: granularity, generation, live IDs, last close')
     .option('--json', 'print JSON')
     .action(async (disk: string, o: JsonOpt) => {
+      await requireDisk(disk);
       const st = (await trackingStatus(disk)).enabled ? await withHandle(disk, false, (h) => h.status()) : await trackingStatus(disk);
       printResult(o.json, st, () => {
         if (!st.enabled) return `${disk}: change tracking is not enabled`;
