@@ -1,4 +1,4 @@
-/** Backup jobs: the public API (see docs/parts/backup.md). */
+/** Backup jobs: the public API (see docs/design.md (backup section)). */
 export { backupDisk, diskSource, latestSnapshotOf, type BackupDiskOptions, type BackupDiskResult, type BackupMode } from './backupDisk.js';
 export { restoreSnapshot, type RestoreSnapshotOptions, type RestoreSnapshotResult } from './restoreSnapshot.js';
 export { rollbackDisk, type RollbackOptions, type RollbackResult } from './rollbackDisk.js';

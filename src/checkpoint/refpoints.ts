@@ -1,4 +1,4 @@
-/** Reference points: what remains of a backup checkpoint once an export read it (see docs/parts/machines.md). */
+/** Reference points: what remains of a backup checkpoint once an export read it (see docs/design.md (machines section)). */
 import { Inventory, type RefpointRecord } from '../vm/Inventory.js';
 import { findMachine, resolveTargets } from '../vm/machines.js';
 import { VmNotFoundError } from '../vm/errors.js';

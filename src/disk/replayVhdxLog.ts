@@ -4,7 +4,7 @@
  * How this works: with the DiskLock held exclusively (no server or writer has the disk; InUseError
  * "in use by PID … (tidemark serve)" otherwise), the disk is opened read-write and closed without
  * writing. The read-write open applies the log's complete entries and marks the log empty
- * (docs/parts/vhdx.md "Replay"): the FileWriteGuid changes, the DataWriteGuid does not — the replay
+ * (docs/design.md (vhdx section) "Replay"): the FileWriteGuid changes, the DataWriteGuid does not — the replay
  * completes metadata updates the crashed session already announced — so change tracking recorded
  * against the crashed session's identity stays valid (its crash rules then report a superset).
  */

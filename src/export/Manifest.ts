@@ -1,6 +1,6 @@
 /**
  * `<export dir>/manifest.json`: written last (atomically), so an export directory with a manifest is
- * complete. Format and fields: docs/parts/machines.md.
+ * complete. Format and fields: docs/design.md (machines section).
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -73,7 +73,7 @@ interface Loaded {
  * The change-tracking state of one disk path: loads and verifies `<disk>.rct`/`<disk>.mrt`, recovers
  * after crashes, restarts tracking when it cannot vouch for it, and persists.
  *
- * Write ordering it keeps (docs/parts/rct.md): on open, recovered .rct durable → .mrt reset; on a write,
+ * Write ordering it keeps (docs/design.md (rct section)): on open, recovered .rct durable → .mrt reset; on a write,
  * bits set in memory → region marked durable in the .mrt → data write; on seal, .rct durable → ID
  * returned; on clean close, data flushed → .rct (clean) durable → .mrt reset.
  */

@@ -1,5 +1,5 @@
 /**
- * Magic numbers of change tracking, with their derivation. See docs/parts/rct.md.
+ * Magic numbers of change tracking, with their derivation. See docs/design.md (rct section).
  */
 
 /** Default fine granularity: 64 KiB. 1 bit per block = 2 MiB of bitmap per TiB of disk. */

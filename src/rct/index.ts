@@ -1,4 +1,4 @@
-/** Resilient Change Tracking: the public API (see docs/parts/rct.md). */
+/** Resilient Change Tracking: the public API (see docs/design.md (rct section)). */
 export { ChangeTracker, rctPathOf, mrtPathOf, type RctStatus, type TrackerOptions, type TrackerMode, type OpenVerdict } from './ChangeTracker.js';
 export { trackingLayer, openTracked, isTracked, type TrackedDevice } from './trackingLayer.js';
 export { openTrackedDisk, isTrackingEnabled } from './openTrackedDisk.js';

@@ -17,7 +17,7 @@ export function mrtSlotSize(regionCount: number): number {
   return Math.ceil((MRT_HEADER_SIZE + Math.ceil(regionCount / 8)) / MRT_SLOT_ALIGN) * MRT_SLOT_ALIGN;
 }
 
-/** Encode one slot (layout: docs/parts/rct.md). */
+/** Encode one slot (layout: docs/design.md (rct section)). */
 export function encodeMrtSlot(s: MrtSlot): Buffer {
   const size = mrtSlotSize(s.regionCount);
   const out = Buffer.alloc(size);

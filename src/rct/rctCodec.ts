@@ -2,7 +2,7 @@ import { crc32c } from '@node-rs/crc32';
 import { CorruptError } from '../errors.js';
 import { MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, PAGE_BITS, PAGE_BYTES, RCT_HEADER_SIZE, RCT_MAGIC, RCT_VERSION } from './constants.js';
 
-/** How the tracker recognises writers other than itself (see docs/parts/rct.md, "Identity checks"). */
+/** How the tracker recognises writers other than itself (see docs/design.md (rct section), "Identity checks"). */
 export type IdentityKind = 'none' | 'device' | 'file';
 const KINDS: IdentityKind[] = ['none', 'device', 'file'];
 
@@ -38,7 +38,7 @@ function r64(buf: Buffer, off: number, file: string, what: string): number {
   return Number(v);
 }
 
-/** Encode a `.rct` file (layout: docs/parts/rct.md). */
+/** Encode a `.rct` file (layout: docs/design.md (rct section)). */
 export function encodeRct(s: RctFileState): Buffer {
   const parts: Buffer[] = [];
   for (const id of s.identities) {

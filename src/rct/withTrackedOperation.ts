@@ -2,7 +2,7 @@
  * Tidemark operations that change a disk *outside* the tracking layer (resize, merge into a parent)
  * while keeping its change tracking valid.
  *
- * How this works (docs/parts/rct.md, "Tracked operations"): with the disk lock held exclusively, the
+ * How this works (docs/design.md (rct section), "Tracked operations"): with the disk lock held exclusively, the
  * tracking state is loaded and verified as for any query (an outside writer still restarts it); the
  * ranges the operation will change are recorded in the current generation and the `.rct` is made durable
  * *not clean* with the identities a crash midway may leave (raw: fingerprint + lease; VHDX: the identity

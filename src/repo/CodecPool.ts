@@ -1,7 +1,7 @@
 /**
  * A pool of worker threads that digest, compress and encrypt chunks (the CPU part of a backup), so
  * hashing/zstd run on other cores while the main thread does I/O. Jobs go to the least busy worker.
- * Whether it pays depends on cores: see bench/repo.ts and docs/parts/repo.md ("worker threads").
+ * Whether it pays depends on cores: see bench/repo.ts and docs/design.md (repo section) ("worker threads").
  */
 import { Worker } from 'node:worker_threads';
 import type { RepoKeys } from './ObjectCodec.js';

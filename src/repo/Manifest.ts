@@ -1,7 +1,7 @@
 /**
  * Manifests: one per restore point, a `snapshots` object (envelope, JSON inside) named by its digest,
  * which is the snapshot id. Written LAST, after every chunk and index page it references exists
- * (see docs/parts/repo.md "Invariants"), so a visible snapshot never dangles.
+ * (see docs/design.md (repo section) "Invariants"), so a visible snapshot never dangles.
  */
 import { NotFoundError, UsageError } from '../errors.js';
 import { CorruptObjectError } from './errors.js';

@@ -1,6 +1,6 @@
 /**
  * The object envelope: how every chunk, index page, manifest and lock is stored. Pure (Buffer in,
- * Buffer out). Layout (little-endian), see docs/parts/repo.md:
+ * Buffer out). Layout (little-endian), see docs/design.md (repo section):
  *
  *   0  u32 magic "TMOB"   4 u8 version   5 u8 kind   6 u8 flags (1 zstd, 2 aes-256-gcm)   7 u8 0
  *   8  u32 plaintext length   12 u32 body length

@@ -32,7 +32,7 @@ export const DIGEST_SIZE = 32;
 export const ZERO_DIGEST = '0'.repeat(64);
 
 /**
- * Default chunk size: 32 KiB. Measured (bench/repo.ts, docs/parts/repo.md): 655 scattered 64 KiB
+ * Default chunk size: 32 KiB. Measured (bench/repo.ts, docs/design.md (repo section)): 655 scattered 64 KiB
  * writes at 4 KiB-aligned offsets on a 4 GiB disk grow the repository by ~1.5x the written bytes with
  * 32 KiB chunks, ~2.0x with 64 KiB (a 64 KiB write straddles two chunks 15 times in 16) and ~3x with
  * 128 KiB; 16 KiB gives ~1.3x but doubles object count and per-object cost.
@@ -52,5 +52,5 @@ export const DEFAULT_SCRYPT = { N: 2 ** 15, r: 8, p: 1 } as const;
 /** A lock not refreshed for this long is stale (restic uses 30 min, refreshing every 5 min). */
 export const LOCK_STALE_MS = 30 * 60 * 1000;
 export const LOCK_REFRESH_MS = 5 * 60 * 1000;
-/** Prune never deletes unreferenced objects younger than this (see docs/parts/repo.md, "prune"). */
+/** Prune never deletes unreferenced objects younger than this (see docs/design.md (repo section), "prune"). */
 export const PRUNE_GRACE_MS = 2 * 60 * 60 * 1000;

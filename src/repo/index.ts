@@ -1,4 +1,4 @@
-/** The repository layer's public API (see docs/parts/repo.md). */
+/** The repository layer's public API (see docs/design.md (repo section)). */
 export { Repository, isAllZero, type InitOptions, type OpenOptions, type WriteStats } from './Repository.js';
 export { IndexTree, IndexWriter, chunkCount, treeDepth, readIndexPage, type DiskGeometry, type IndexRef, type IndexUpdateResult } from './IndexTree.js';
 export { encodeIndexPage, decodeIndexPage, type IndexPage } from './IndexPage.js';

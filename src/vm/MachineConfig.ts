@@ -1,7 +1,7 @@
 /**
  * A machine's configuration (schema version 1) and its hand-written validator.
  *
- * Contract: `validateConfig` accepts exactly the documented shape (docs/parts/machines.md) and returns
+ * Contract: `validateConfig` accepts exactly the documented shape (docs/design.md (machines section)) and returns
  * a normalised copy; anything else throws ConfigInvalidError listing every problem.
  */
 import { createHash } from 'node:crypto';

@@ -13,7 +13,7 @@ const keys: RepoKeys = { encKey: randomBytes(32), idKey: randomBytes(32) };
 const ref = (name: string) => ({ location: 'mem:', type: 'chunks', name });
 
 test('zstd-napi loads on this Node and compresses', () => {
-  assert.ok(zstd, 'zstd-napi should load (see docs/parts/repo.md for the fallback)');
+  assert.ok(zstd, 'zstd-napi should load (see docs/design.md (repo section) for the fallback)');
   const text = Buffer.from('tidemark '.repeat(4000));
   const enc = encodeObject(ObjectKind.chunk, text, { zstdLevel: 3 });
   assert.ok(enc.length < text.length / 10, `compressed to ${enc.length}`);

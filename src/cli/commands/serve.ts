@@ -65,11 +65,9 @@ export function register(program: Command): void {
         tls,
         log: (l) => process.stderr.write(`tidemark: ${l}\n`),
       });
-      const where = typeof served.address === 'string' ? served.address : `${served.address.address}:${served.address.port}`;
-      process.stderr.write(`tidemark: listening on ${where}${tls ? ` (TLS ${tls.mode})` : ''}\n`);
-      for (const d of served.disks) process.stderr.write(`tidemark:   ${d.uri}  ${d.path}${d.readOnly ? ' (read-only)' : ''}${d.tracked ? ' (tracked)' : ''}\n`);
-      if (o.json) process.stdout.write(JSON.stringify({ listening: typeof served.address === 'string' ? { socket: served.address } : { host: served.address.address, port: served.address.port }, tls: tls?.mode ?? 'off', exports: served.disks }) + '\n');
-      await new Promise<void>((resolve) => {
+      // Installed before the readiness lines: a client that signals as soon as it reads them must find
+      // the handlers in place (else the default action kills the process and skips the drain).
+      const stopped = new Promise<void>((resolve) => {
         const stop = (sig: string): void => {
           process.removeListener('SIGTERM', onTerm);
           process.removeListener('SIGINT', onInt);
@@ -81,6 +79,11 @@ export function register(program: Command): void {
         process.once('SIGTERM', onTerm);
         process.once('SIGINT', onInt);
       });
+      const where = typeof served.address === 'string' ? served.address : `${served.address.address}:${served.address.port}`;
+      process.stderr.write(`tidemark: listening on ${where}${tls ? ` (TLS ${tls.mode})` : ''}\n`);
+      for (const d of served.disks) process.stderr.write(`tidemark:   ${d.uri}  ${d.path}${d.readOnly ? ' (read-only)' : ''}${d.tracked ? ' (tracked)' : ''}\n`);
+      if (o.json) process.stdout.write(JSON.stringify({ listening: typeof served.address === 'string' ? { socket: served.address } : { host: served.address.address, port: served.address.port }, tls: tls?.mode ?? 'off', exports: served.disks }) + '\n');
+      await stopped;
       await served.close();
       process.stderr.write('tidemark: stopped\n');
     });
