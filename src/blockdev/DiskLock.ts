@@ -36,6 +36,30 @@ export class DiskLock {
    * InUseError naming the holder(s) when another open file — in this or another process — holds a
    * conflicting lock. Errno errors (EACCES, EROFS) when the lock file can't be created.
    */
+  /**
+   * Read-only probe: "PID 1234 (tidemark serve)" when another open file holds `<path>.lock`
+   * exclusively, else undefined (not locked, only shared holders, or no lock file). It opens the lock
+   * file read-only and tries a shared flock without waiting; it never creates or writes the file.
+   */
+  static async exclusiveHolder(path: string): Promise<string | undefined> {
+    let fh: FileHandle;
+    try {
+      fh = await open(`${path}.lock`, 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+    try {
+      if (await flock(fh.fd, 'shared', false)) {
+        await flock(fh.fd, 'unlock', false);
+        return undefined;
+      }
+      return await describeHolders(fh);
+    } finally {
+      await fh.close();
+    }
+  }
+
   static async acquire(path: string, opts: DiskLockOptions): Promise<DiskLock> {
     const lockPath = `${path}.lock`;
     const handle = await withContext(`lock ${path}`, open(lockPath, 'a+', 0o644));
