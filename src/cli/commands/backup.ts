@@ -4,6 +4,7 @@ import { openOrCreateRepository } from '../../backup/defaultRepository.js';
 import { OperationAbortedError } from '../../disk/errors.js';
 import type { Repository } from '../../repo/Repository.js';
 import { formatSize } from '../../util/size.js';
+import { abortOnSignals } from '../abortOnSignals.js';
 import { printResult } from '../output.js';
 import { progress } from '../progress.js';
 
@@ -41,10 +42,7 @@ export function register(program: Command): void {
     const repo = await openRepo(o, true);
     let bar: ReturnType<typeof progress> | null = null;
     // Ctrl-C / SIGTERM stop cleanly: no snapshot is written, the new RCT ID is dropped, locks released.
-    const abort = new AbortController();
-    const onSignal = (): void => abort.abort(new OperationAbortedError('backup'));
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
+    const abort = abortOnSignals(() => new OperationAbortedError('backup'));
     try {
       const r = await backupDisk(repo, disk, {
         signal: abort.signal,
@@ -81,8 +79,7 @@ export function register(program: Command): void {
         ].join('\n'),
       );
     } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      abort.dispose();
       (bar as ReturnType<typeof progress> | null)?.stop();
       await repo.close();
     }

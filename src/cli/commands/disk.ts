@@ -9,6 +9,7 @@ import { mergeDisk } from '../../disk/mergeDisk.js';
 import { resizeDisk } from '../../disk/resizeDisk.js';
 import type { DiskFormat } from '../../disk/sniffFormat.js';
 import { formatSize, parseSize } from '../../util/size.js';
+import { abortOnSignals } from '../abortOnSignals.js';
 import { printResult } from '../output.js';
 import { progress } from '../progress.js';
 
@@ -84,10 +85,7 @@ export function register(program: Command): void {
     .action(async (src: string, dst: string, o: ConvertOpts) => {
       let bar: ReturnType<typeof progress> | undefined;
       // Ctrl-C stops the copy cleanly: the temporary output is removed and dst stays as it was.
-      const abort = new AbortController();
-      const onSignal = () => abort.abort();
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
+      const abort = abortOnSignals();
       try {
         const r = await convertDisk(src, dst, {
           signal: abort.signal,
@@ -105,8 +103,7 @@ export function register(program: Command): void {
         printResult(o.json, r, () => `converted ${src} to ${dst} (${r.format}, ${formatSize(r.size)}; ${formatSize(r.written)} of data written)`);
       } finally {
         bar?.stop();
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
+        abort.dispose();
       }
     });
 

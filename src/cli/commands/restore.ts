@@ -4,6 +4,7 @@ import { rollbackDisk } from '../../backup/rollbackDisk.js';
 import { UsageError } from '../../errors.js';
 import { OperationAbortedError } from '../../disk/errors.js';
 import { formatSize } from '../../util/size.js';
+import { abortOnSignals } from '../abortOnSignals.js';
 import { printResult } from '../output.js';
 import { progress, type Progress } from '../progress.js';
 import { openRepo, repoOptions, type RepoOpts } from './backup.js';
@@ -36,10 +37,7 @@ export function register(program: Command): void {
     let bar: Progress | null = null;
     const tty = !o.json && process.stderr.isTTY === true;
     // Ctrl-C / SIGTERM stop cleanly: the temporary image is removed (--to).
-    const abort = new AbortController();
-    const onSignal = (): void => abort.abort(new OperationAbortedError('restore'));
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
+    const abort = abortOnSignals(() => new OperationAbortedError('restore'));
     try {
       if (o.to) {
         const r = await restoreSnapshot(repo, snapshot, {
@@ -74,8 +72,7 @@ export function register(program: Command): void {
         );
       }
     } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      abort.dispose();
       (bar as Progress | null)?.stop();
       await repo.close();
     }
