@@ -10,9 +10,9 @@
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdtemp, open, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import * as net from 'node:net';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { decodeOptionReply, encodeInfoRequest, encodeOptionRequest } from '../src/nbd/optionCodec.js';
@@ -21,6 +21,7 @@ import { encodeRequestHeader } from '../src/nbd/transmissionCodec.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
 
 function sh(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) =>
@@ -70,7 +71,7 @@ async function fillImage(path: string, size: number): Promise<void> {
 }
 
 /**
- * Random 4 KiB I/O at a fixed queue depth for `seconds`; returns operations per second. A minimal client:
+ * Random 4 KiB I/O at a fixed queue depth for `seconds`; returns the operations completed. A minimal client:
  * simple replies only (no structured-reply negotiation), so every READ reply is header + 4096 bytes.
  */
 async function randomIo(socketPath: string, exportName: string, size: number, write: boolean, seconds: number, depth = 16): Promise<number> {
@@ -129,48 +130,106 @@ async function randomIo(socketPath: string, exportName: string, size: number, wr
     };
     for (let i = 0; i < depth; i++) issue();
   });
-  const elapsed = seconds;
   sock.destroy();
-  return done / elapsed;
+  return done;
 }
 
-interface Figures {
-  seqRead: number; // MiB/s
-  seqWrite: number;
-  randRead: number; // IOPS
-  randWrite: number;
+type Metric = 'seqRead' | 'seqWrite' | 'randRead' | 'randWrite';
+const METRICS: Array<{ key: Metric; name: string; unit: string }> = [
+  { key: 'seqRead', name: 'sequential read', unit: 'MiB/s' },
+  { key: 'seqWrite', name: 'sequential write', unit: 'MiB/s' },
+  { key: 'randRead', name: 'random 4K read QD16', unit: 'IOPS' },
+  { key: 'randWrite', name: 'random 4K write QD16', unit: 'IOPS' },
+];
+
+interface Sample {
+  /** MiB/s or IOPS. */
+  rate: number;
+  /** Server CPU seconds (user + system, all threads) per unit of work: per GiB moved, or per 1000 operations. */
+  cpu: number;
 }
 
 interface Target {
   label: string;
   socket: string;
-  f: Figures;
+  pid: number;
+  samples: Record<Metric, Sample[]>;
 }
 
+const CLK_TCK = 100; // Linux USER_HZ: /proc/<pid>/stat counts CPU time in 1/100 s on every Linux ABI we run on
+
+/** CPU seconds (user + system, every thread) the process has used so far, from /proc/<pid>/stat. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from 3 (state) on
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK; // utime (14), stime (15)
+}
+
+/** Run one measurement `f` (resolving to its rate and the units of work it did) against `t`. */
+async function sample(t: Target, f: () => Promise<{ rate: number; work: number }>): Promise<Sample> {
+  const c0 = await cpuSeconds(t.pid);
+  const { rate, work } = await f();
+  return { rate, cpu: ((await cpuSeconds(t.pid)) - c0) / work };
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
 /**
- * Round-robin: each repetition runs every metric on every server back to back, so a burst of load on the
- * shared machine hits all of them alike; each figure is the best seen.
+ * Interleaved rounds: each round runs one metric on every server back to back, in an order that
+ * alternates between rounds (so neither server always runs right after the other's writes, or first on
+ * a cold machine), and a burst of load on the shared machine hits all of them alike. A warm-up pass
+ * first reads the whole image through every server: it puts each copy in the page cache the same way and
+ * lets the JIT settle, so no server is measured cold.
  */
-async function measureAll(targets: Target[], src: string, size: number, repeat: number): Promise<void> {
+async function measureAll(targets: Target[], src: string, size: number, repeat: number, randSeconds: number): Promise<void> {
   const time = async (f: () => Promise<unknown>): Promise<number> => {
     const t0 = process.hrtime.bigint();
     await f();
     return Number(process.hrtime.bigint() - t0) / 1e9;
   };
+  const url = (t: Target): string => `nbd+unix:///disk?socket=${t.socket}`;
+  for (const t of targets) await sh('nbdcopy', ['--connections=1', url(t), 'null:']);
   for (let i = 0; i < repeat; i++) {
-    for (const t of targets) {
-      const url = `nbd+unix:///disk?socket=${t.socket}`;
-      t.f.seqRead = Math.max(t.f.seqRead, size / MiB / (await time(() => sh('nbdcopy', ['--connections=1', url, 'null:']))));
-    }
-    for (const t of targets) {
-      const url = `nbd+unix:///disk?socket=${t.socket}`;
+    const order = i % 2 === 0 ? targets : [...targets].reverse();
+    const seq = async (f: () => Promise<unknown>): Promise<{ rate: number; work: number }> => ({ rate: size / MiB / (await time(f)), work: size / GiB });
+    const rand = async (f: () => Promise<number>): Promise<{ rate: number; work: number }> => {
+      const ops = await f();
+      return { rate: ops / randSeconds, work: ops / 1000 };
+    };
+    for (const t of order) t.samples.seqRead.push(await sample(t, () => seq(() => sh('nbdcopy', ['--connections=1', url(t), 'null:']))));
+    for (const t of order) {
       // Start every timed write with no dirty pages left by the previous one: otherwise whichever server
-      // runs while the kernel writes back the last server's 512 MiB is penalised (seen: 0.5x..1.75x).
+      // runs while the kernel writes back the last server's image is penalised (seen: 0.5x..1.75x).
       await sh('sync', []);
-      t.f.seqWrite = Math.max(t.f.seqWrite, size / MiB / (await time(() => sh('nbdcopy', ['--connections=1', src, url]))));
+      t.samples.seqWrite.push(await sample(t, () => seq(() => sh('nbdcopy', ['--connections=1', src, url(t)]))));
     }
-    for (const t of targets) t.f.randRead = Math.max(t.f.randRead, await randomIo(t.socket, 'disk', size, false, 1.5));
-    for (const t of targets) t.f.randWrite = Math.max(t.f.randWrite, await randomIo(t.socket, 'disk', size, true, 1.5));
+    if (randSeconds <= 0) continue;
+    for (const t of order) t.samples.randRead.push(await sample(t, () => rand(() => randomIo(t.socket, 'disk', size, false, randSeconds))));
+    await sh('sync', []);
+    for (const t of order) t.samples.randWrite.push(await sample(t, () => rand(() => randomIo(t.socket, 'disk', size, true, randSeconds))));
+  }
+}
+
+/** Print one metric: per server median and best, CPU per unit of work, and ratios to qemu-nbd. */
+function report(targets: Target[], m: { key: Metric; name: string; unit: string }): void {
+  const [qemu, ...ours] = targets;
+  const q = qemu!.samples[m.key];
+  const seq = m.unit === 'MiB/s';
+  const cpuPer = (s: Sample): number => s.cpu;
+  const fmt = (xs: Sample[]): string =>
+    `median ${median(xs.map((s) => s.rate)).toFixed(0)} best ${Math.max(...xs.map((s) => s.rate)).toFixed(0)} ${m.unit}, cpu ${median(xs.map(cpuPer)).toFixed(2)} s/${seq ? 'GiB' : '1000 ops'}`;
+  console.log(`  ${m.name}`);
+  console.log(`    ${'qemu-nbd'.padEnd(24)} ${fmt(q)}`);
+  for (const t of ours) {
+    const xs = t.samples[m.key];
+    // Paired ratios: each round's tidemark figure over the qemu-nbd figure of the same round.
+    const paired = xs.map((s, i) => s.rate / q[i]!.rate);
+    const ratios = `ratio median ${median(paired).toFixed(2)}x (rounds ${paired.map((r) => r.toFixed(2)).join(' ')}), best/best ${(Math.max(...xs.map((s) => s.rate)) / Math.max(...q.map((s) => s.rate))).toFixed(2)}x, cpu ${(median(xs.map(cpuPer)) / median(q.map(cpuPer))).toFixed(2)}x`;
+    console.log(`    ${t.label.padEnd(24)} ${fmt(xs)} | ${ratios}`);
   }
 }
 
@@ -182,7 +241,8 @@ export async function run(): Promise<void> {
     throw new Error(`nbd bench: required tool(s) not installed: ${missing.join(', ')} (install qemu-utils and libnbd-bin to run it)`);
   }
   const size = Number(process.env.TIDEMARK_BENCH_NBD_MB ?? 512) * MiB;
-  const repeat = Number(process.env.TIDEMARK_BENCH_REPEAT ?? 3);
+  const repeat = Number(process.env.TIDEMARK_BENCH_REPEAT ?? 5);
+  const randSeconds = Number(process.env.TIDEMARK_BENCH_NBD_RAND_SECONDS ?? 1);
   const dir = await mkdtemp(join(tmpdir(), 'tidemark-bench-nbd-'));
   const children: ChildProcess[] = [];
   try {
@@ -190,35 +250,36 @@ export async function run(): Promise<void> {
     const plainImg = join(dir, 'plain.raw');
     const trackedImg = join(dir, 'tracked.raw');
     const src = join(dir, 'source.raw');
+    // One image, copied: every server starts from the same bytes on the same filesystem.
     await fillImage(qemuImg, size);
     await copyFile(qemuImg, plainImg);
     await copyFile(qemuImg, trackedImg);
     await fillImage(src, size);
     await sh(process.execPath, [MAIN, 'rct', 'enable', trackedImg]);
 
-    const zero = (): Figures => ({ seqRead: 0, seqWrite: 0, randRead: 0, randWrite: 0 });
-    const targets: Target[] = [
-      { label: 'qemu-nbd', socket: join(dir, 'q.sock'), f: zero() },
-      { label: 'tidemark (tracking off)', socket: join(dir, 'plain.sock'), f: zero() },
-      { label: 'tidemark (tracking on)', socket: join(dir, 'tracked.sock'), f: zero() },
+    const specs: Array<[string, string, string[]]> = [
+      ['qemu-nbd', 'q.sock', []],
+      ['tidemark (tracking off)', 'plain.sock', []],
+      ['tidemark (tracking on)', 'tracked.sock', []],
     ];
+    const targets: Target[] = specs.map(([label, sock]) => ({ label, socket: join(dir, sock), pid: 0, samples: { seqRead: [], seqWrite: [], randRead: [], randWrite: [] } }));
     children.push(spawn('qemu-nbd', ['-f', 'raw', '-x', 'disk', `--socket=${targets[0]!.socket}`, '--persistent', '--shared=16', qemuImg], { stdio: 'ignore' }));
     children.push(spawn(process.execPath, [MAIN, 'serve', plainImg, '--name', 'disk', '--socket', targets[1]!.socket], { stdio: 'ignore' }));
     children.push(spawn(process.execPath, [MAIN, 'serve', trackedImg, '--name', 'disk', '--socket', targets[2]!.socket], { stdio: 'ignore' }));
-    for (let i = 0; i < targets.length; i++) await waitForSocket(targets[i]!.socket, children[i]!);
-    await measureAll(targets, src, size, repeat);
+    for (let i = 0; i < targets.length; i++) {
+      await waitForSocket(targets[i]!.socket, children[i]!);
+      targets[i]!.pid = children[i]!.pid!;
+    }
+    const load0 = loadavg()[0]!;
+    await measureAll(targets, src, size, repeat, randSeconds);
     for (const c of children) await stop(c);
 
-    const qemu = targets[0]!.f;
-    const row = (name: string, unit: string, pick: (f: Figures) => number): void => {
-      const cells = targets.slice(1).map((t) => `${t.label}: ${pick(t.f).toFixed(0)} ${unit} (${(pick(t.f) / pick(qemu)).toFixed(2)}x)`);
-      console.log(`  ${name.padEnd(22)} qemu-nbd ${pick(qemu).toFixed(0)} ${unit} | ${cells.join(' | ')}`);
-    };
-    console.log(`nbd: tidemark serve vs qemu-nbd, ${size / MiB} MiB raw image, unix socket, nbdcopy one connection; best of ${repeat} (ratio = tidemark / qemu-nbd)`);
-    row('sequential read', 'MiB/s', (f) => f.seqRead);
-    row('sequential write', 'MiB/s', (f) => f.seqWrite);
-    row('random 4K read QD16', 'IOPS', (f) => f.randRead);
-    row('random 4K write QD16', 'IOPS', (f) => f.randWrite);
+    console.log(
+      `nbd: tidemark serve vs qemu-nbd, ${size / MiB} MiB raw image (identical copies), unix socket, nbdcopy one connection; ` +
+        `${repeat} interleaved rounds, alternating order; load average ${load0.toFixed(1)} -> ${loadavg()[0]!.toFixed(1)} on ${cpus().length} CPUs`,
+    );
+    console.log('  ratio = tidemark / qemu-nbd (higher is better; goal >= 0.8 sequential); cpu = server CPU time (all threads) for the same work, lower is better');
+    for (const m of METRICS) if (targets[0]!.samples[m.key].length > 0) report(targets, m);
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
     await rm(dir, { recursive: true, force: true });

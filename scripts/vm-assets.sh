@@ -6,7 +6,8 @@
 #
 # Output (in $TIDEMARK_VM_CACHE, default <repo>/.cache/vm, gitignored):
 #   vmlinuz      the kernel
-#   initrd.gz    newc cpio, gzip: busybox-static, the virtio/fw_cfg modules, /init
+#   initrd.gz    newc cpio, gzip: busybox-static, the virtio/fw_cfg/virtio_console modules, /init, and
+#                /bin/qemu-ga (Debian's qemu-guest-agent) with the host's copies of its shared libraries
 #   stamp        what was built from (script hash, kernel package and version)
 #
 # Idempotent: when the stamp matches this script, nothing is downloaded or rebuilt (works offline).
@@ -34,7 +35,10 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${TIDEMARK_VM_CACHE:-$REPO/.cache/vm}
 META=${TIDEMARK_VM_KERNEL_META:-linux-image-cloud-amd64}
 # Modules the guest needs (their dependencies are added automatically, in load order).
-WANT_MODULES="virtio_pci virtio_blk qemu_fw_cfg"
+WANT_MODULES="virtio_pci virtio_blk qemu_fw_cfg virtio_console"
+# The guest agent package (its qemu-ga binary runs in the guest with the host's libraries: host and
+# guest packages both come from the same Debian release).
+QGA_PKG=qemu-guest-agent
 
 need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found: install $2 (apt-get install $2)"; }
 need sha256sum coreutils
@@ -85,16 +89,20 @@ WORK=$(mktemp -d "$CACHE/.build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT INT TERM
 chmod 755 "$WORK"   # apt's _apt user may write the download here
 
-( cd "$WORK" && apt-get download "$PKG" >/dev/null 2>"$WORK/apt.err" ) || {
-  if grep -qi 'unable to locate\|has no installation candidate' "$WORK/apt.err"; then
-    log "apt-get download: package unknown; running apt-get update and retrying"
-    apt-get update -qq >&2 || die "apt-get update failed"
-    ( cd "$WORK" && apt-get download "$PKG" >/dev/null ) || die "apt-get download $PKG failed"
-  else
-    cat "$WORK/apt.err" >&2
-    die "apt-get download $PKG failed"
-  fi
+# download PKG: apt-get download into $WORK, once retrying after apt-get update when apt knows no such package.
+download() {
+  ( cd "$WORK" && apt-get download "$1" >/dev/null 2>"$WORK/apt.err" ) || {
+    if grep -qi 'unable to locate\|has no installation candidate' "$WORK/apt.err"; then
+      log "apt-get download $1: package unknown; running apt-get update and retrying"
+      apt-get update -qq >&2 || die "apt-get update failed"
+      ( cd "$WORK" && apt-get download "$1" >/dev/null ) || die "apt-get download $1 failed"
+    else
+      cat "$WORK/apt.err" >&2
+      die "apt-get download $1 failed"
+    fi
+  }
 }
+download "$PKG"
 DEB=$(ls "$WORK"/"$PKG"_*.deb 2>/dev/null | head -n 1)
 [ -n "$DEB" ] || die "apt-get download $PKG produced no .deb in $WORK"
 dpkg-deb -x "$DEB" "$WORK/pkg" || die "dpkg-deb -x $DEB failed"
@@ -158,6 +166,26 @@ for applet in $("$ROOT/bin/busybox" --list); do
 done
 ln -s bin "$ROOT/sbin"
 
+# The guest agent: qemu-ga from the Debian package plus the shared libraries ldd finds for it on the host,
+# copied to the same paths in the initramfs (the loader's default search path finds them there).
+need ldd libc-bin
+download "$QGA_PKG"
+QGA_DEB=$(ls "$WORK"/"$QGA_PKG"_*.deb 2>/dev/null | head -n 1)
+[ -n "$QGA_DEB" ] || die "apt-get download $QGA_PKG produced no .deb in $WORK"
+QGA_VERSION=$(dpkg-deb -f "$QGA_DEB" Version)
+dpkg-deb -x "$QGA_DEB" "$WORK/qga" || die "dpkg-deb -x $QGA_DEB failed"
+[ -x "$WORK/qga/usr/sbin/qemu-ga" ] || die "$QGA_DEB has no /usr/sbin/qemu-ga"
+cp "$WORK/qga/usr/sbin/qemu-ga" "$ROOT/bin/qemu-ga"
+LDD_OUT=$(ldd "$ROOT/bin/qemu-ga") || die "ldd $ROOT/bin/qemu-ga failed"
+if echo "$LDD_OUT" | grep -q 'not found'; then
+  die "qemu-ga needs libraries this host lacks: $(echo "$LDD_OUT" | grep 'not found' | tr -s ' \t\n' ' ')(install $QGA_PKG's dependencies: apt-get install libglib2.0-0 libnuma1 liburing2 libudev1)"
+fi
+for lib in $(echo "$LDD_OUT" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+  mkdir -p "$ROOT$(dirname "$lib")"
+  cp -L "$lib" "$ROOT$lib" || die "cannot copy $lib"
+done
+log "qemu-ga $QGA_VERSION with $(echo "$LDD_OUT" | grep -c '/') libraries"
+
 cat > "$ROOT/init" <<'EOF'
 #!/bin/busybox sh
 # Tidemark VM test guest. Contract with test/vm/guest.ts:
@@ -203,7 +231,7 @@ chmod 755 "$ROOT/init"
 ( cd "$ROOT" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0 ) | gzip -9n > "$WORK/initrd.gz" \
   || die "building the initramfs failed"
 cp "$VMLINUZ" "$WORK/vmlinuz"
-printf 'script=%s\nkernel=%s\npackage=%s %s\nmodules=%s\n' "$SCRIPT_HASH" "$KVER" "$PKG" "$VERSION" "$ORDER" > "$WORK/stamp"
+printf 'script=%s\nkernel=%s\npackage=%s %s\nmodules=%s\nqga=%s %s\n' "$SCRIPT_HASH" "$KVER" "$PKG" "$VERSION" "$ORDER" "$QGA_PKG" "$QGA_VERSION" > "$WORK/stamp"
 mv -f "$WORK/vmlinuz" "$CACHE/vmlinuz"
 mv -f "$WORK/initrd.gz" "$CACHE/initrd.gz"
 mv -f "$WORK/stamp" "$CACHE/stamp"

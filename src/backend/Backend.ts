@@ -26,14 +26,24 @@ export interface Backend {
   remove(type: ObjectType, name: string): Promise<void>;
   stat(type: ObjectType, name: string): Promise<ObjectInfo>;
   /**
+   * Optional: `length` bytes of an object from `offset` (a ranged read: pack files are read a blob at a
+   * time). Rejects with ObjectNotFoundError when the object is missing; resolves fewer bytes only when
+   * the object ends before `offset + length`. Without it, callers fall back to `get` + slice.
+   */
+  getRange?(type: ObjectType, name: string, offset: number, length: number): Promise<Buffer>;
+  /**
    * Optional: remove leftovers of puts interrupted by a crash (temp files) older than `olderThanMs`.
    * Resolves how many were removed. Prune calls it under its exclusive lock.
    */
   cleanup?(olderThanMs: number): Promise<number>;
 }
 
-/** The kinds of object a repository stores. */
-export const OBJECT_TYPES = ['config', 'keys', 'chunks', 'index', 'snapshots', 'locks'] as const;
+/**
+ * The kinds of object a repository stores. Format 2 repositories use `packs` (many chunks and index
+ * pages per file) and `packindex` (where each blob is); `chunks`/`index` were format 1's one file per
+ * object and stay valid names for generic use (tests, other stores).
+ */
+export const OBJECT_TYPES = ['config', 'keys', 'chunks', 'index', 'snapshots', 'locks', 'packs', 'packindex'] as const;
 export type ObjectType = (typeof OBJECT_TYPES)[number];
 
 export interface ObjectInfo {

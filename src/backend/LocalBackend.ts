@@ -8,7 +8,7 @@ import { fsyncDir } from '../util/fsyncDir.js';
 import { writeNewFile } from './writeNewFile.js';
 
 /** Types with many objects get a 256-way fan-out by the first two characters of the name. */
-const FANNED: ReadonlySet<ObjectType> = new Set<ObjectType>(['chunks', 'index']);
+const FANNED: ReadonlySet<ObjectType> = new Set<ObjectType>(['chunks', 'index', 'packs']);
 
 export interface LocalBackendOptions {
   /** Test seam: how temp files are opened (inject a handle whose write fails with ENOSPC). */
@@ -19,7 +19,8 @@ export interface LocalBackendOptions {
  * Objects as files in a directory tree:
  *
  *   <root>/config/config  <root>/keys/<id>  <root>/snapshots/<id>  <root>/locks/<id>
- *   <root>/chunks/ab/ab12…  <root>/index/cd/cd34…  <root>/tmp/ (in-flight puts)
+ *   <root>/packs/ab/ab12…  <root>/packindex/<id>  <root>/tmp/ (in-flight puts)
+ *   (<root>/chunks/ab/… and <root>/index/cd/… for the generic chunks/index types)
  *
  * How `put` stays atomic and never overwrites: write `tmp/<name>.<random>`, fsync, then `link()` it
  * to the final name — link fails with EEXIST instead of replacing, so the first writer of a name wins
@@ -63,6 +64,30 @@ export class LocalBackend implements Backend {
       return await readFile(this.path(type, name));
     } catch (err) {
       throw this.mapError(err, 'get', type, name);
+    }
+  }
+
+  async getRange(type: ObjectType, name: string, offset: number, length: number): Promise<Buffer> {
+    checkName(type, name);
+    let fh;
+    try {
+      fh = await this.openFile(this.path(type, name), 'r');
+    } catch (err) {
+      throw this.mapError(err, 'get', type, name);
+    }
+    try {
+      const buf = Buffer.allocUnsafe(length);
+      let got = 0;
+      while (got < length) {
+        const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      return got === length ? buf : buf.subarray(0, got);
+    } catch (err) {
+      throw this.mapError(err, 'get', type, name);
+    } finally {
+      await fh.close();
     }
   }
 

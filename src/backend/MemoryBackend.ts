@@ -34,6 +34,10 @@ export class MemoryBackend implements Backend {
     return Buffer.from(this.entry(type, name).data);
   }
 
+  async getRange(type: ObjectType, name: string, offset: number, length: number): Promise<Buffer> {
+    return Buffer.from(this.entry(type, name).data.subarray(offset, offset + length));
+  }
+
   async has(type: ObjectType, name: string): Promise<boolean> {
     checkName(type, name);
     return this.store.get(type)!.has(name);

@@ -13,7 +13,7 @@ export class NoSpaceError extends TidemarkError {
   constructor(location: string, type: string, name: string, options?: { cause?: unknown }) {
     super(
       'E_NO_SPACE',
-      `${location}: no space left while storing ${type}/${name}; nothing partial was kept — free some space (or prune old restore points) and retry`,
+      `repository ${location} is out of space; free space or prune (while storing ${type}/${name}; nothing partial was kept, no restore point was created)`,
       { location, type, name },
       ExitCode.IO,
       options,
@@ -38,6 +38,6 @@ export class BackendIOError extends TidemarkError {
 /** An object name or type that the backend refuses (path traversal, empty, unknown type). */
 export class InvalidObjectNameError extends TidemarkError {
   constructor(type: string, name: string) {
-    super('E_INVALID_NAME', `invalid object ${type}/${name}: names are 2-128 characters of [0-9a-zA-Z._-] and types are config, keys, chunks, index, snapshots, locks`, { type, name }, ExitCode.INTERNAL);
+    super('E_INVALID_NAME', `invalid object ${type}/${name}: names are 2-128 characters of [0-9a-zA-Z._-] and types are config, keys, chunks, index, snapshots, locks, packs, packindex`, { type, name }, ExitCode.INTERNAL);
   }
 }

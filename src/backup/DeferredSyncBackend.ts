@@ -150,6 +150,12 @@ export class DeferredSyncBackend implements Backend {
     return this.local.get(type, name);
   }
 
+  async getRange(type: ObjectType, name: string, offset: number, length: number): Promise<Buffer> {
+    checkName(type, name);
+    if (this.pending.has(`${type}/${name}`)) return (await this.get(type, name)).subarray(offset, offset + length);
+    return this.local.getRange(type, name, offset, length);
+  }
+
   async has(type: ObjectType, name: string): Promise<boolean> {
     checkName(type, name);
     return this.pending.has(`${type}/${name}`) || this.local.has(type, name);

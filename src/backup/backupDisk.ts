@@ -33,7 +33,9 @@ import { TrackingInvalidError, TrackingNotEnabledError, UnknownRctIdError } from
 import { isTrackingEnabled } from '../rct/openTrackedDisk.js';
 import type { Range } from '../rct/Range.js';
 import type { BackupProgress } from '../repo/backupDevice.js';
-import { listSnapshots, type DiskEntry, type Snapshot } from '../repo/Manifest.js';
+import { ObjectNotFoundError } from '../backend/errors.js';
+import { CorruptObjectError } from '../repo/errors.js';
+import { loadManifest, type DiskEntry, type Snapshot } from '../repo/Manifest.js';
 import type { Repository } from '../repo/Repository.js';
 import { runBackup } from '../repo/runBackup.js';
 import { DiskServedError } from './errors.js';
@@ -80,10 +82,29 @@ export async function diskSource(diskPath: string): Promise<{ id: string; name: 
   return { id: `disk:${abs}`, name: basename(abs), kind: 'disk' };
 }
 
-/** The newest snapshot of the source, or undefined. */
+/**
+ * The newest readable snapshot of the source, or undefined. Manifests that cannot be loaded are
+ * skipped: one removed by a concurrent `forget` between the listing and the load, and a damaged one
+ * (`verify` reports it). Neither can serve as a parent, and skipping one only picks an older parent
+ * (then the RCT answer since that parent's ID, or a full-scan) or none (a full backup): never a wrong
+ * incremental. Refusing instead would leave no way to "back up again" past a damaged manifest.
+ */
 export async function latestSnapshotOf(repo: Repository, sourceId: string): Promise<Snapshot | undefined> {
-  const all = await listSnapshots(repo);
-  return all.filter((s) => s.source.id === sourceId).pop();
+  let latest: Snapshot | undefined;
+  for await (const id of repo.backend.list('snapshots')) {
+    let s: Snapshot;
+    try {
+      s = await loadManifest(repo, id);
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError || err instanceof CorruptObjectError) continue;
+      throw err;
+    }
+    if (s.source.id !== sourceId) continue;
+    // Same order as listSnapshots: by time, then id.
+    const newer = latest ? Date.parse(s.time) - Date.parse(latest.time) || s.id.localeCompare(latest.id) : 1;
+    if (newer > 0) latest = s;
+  }
+  return latest;
 }
 
 /**

@@ -10,3 +10,5 @@ export { DiskServedError, SnapshotDiskError } from './errors.js';
 export { mountSnapshot, type MountOptions, type MountedSnapshot } from './mountSnapshot.js';
 export { DeferredSyncBackend, type DeferredSyncOptions } from './DeferredSyncBackend.js';
 export { repositoryStats, type RepositoryStats } from './repositoryStats.js';
+export { backupMachine, chainRefpoint, machineSourceId, type BackupMachineOptions, type BackupMachineResult, type MachineDiskResult } from './backupMachine.js';
+export { restoreMachine, type RestoreMachineOptions, type RestoreMachineResult } from './restoreMachine.js';

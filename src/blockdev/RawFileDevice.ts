@@ -13,7 +13,7 @@
  * decided by the first real punch: ENOTSUP/EOPNOTSUPP turns trim/fastZero off for the rest of the
  * session (that call falls back as documented on `zero`), success confirms it.
  */
-import { constants } from 'node:fs';
+import { constants, read as fsRead, write as fsWrite } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { BlockDevice, Capabilities, Extent, WriteIdentity, WriteOptions, ZeroOptions } from './BlockDevice.js';
@@ -261,22 +261,44 @@ export class RawFileDevice implements BlockDevice {
     checkRange(offset, length, this.currentSize);
   }
 
-  /** Fill target[at, at+length) from the file at `offset`; TruncatedFileError if the file ends first. */
-  private async readAll(target: Uint8Array, at: number, offset: number, length: number): Promise<void> {
-    let done = 0;
-    while (done < length) {
-      const { bytesRead } = await this.handle.read(target, at + done, Math.min(length - done, IO_CHUNK), offset + done);
-      if (bytesRead === 0) throw new TruncatedFileError(this.path, offset + done, this.currentSize);
-      done += bytesRead;
-    }
+  /**
+   * Fill target[at, at+length) from the file at `offset`; TruncatedFileError if the file ends first.
+   * Hot path (every NBD READ): positional reads on the handle's descriptor through the callback API, one
+   * promise per call, instead of FileHandle.read's promise, result object and wrappers per syscall
+   * (measured: a sizeable part of the server's per-request CPU). The Gate keeps the descriptor open.
+   */
+  private readAll(target: Uint8Array, at: number, offset: number, length: number): Promise<void> {
+    const fd = this.handle.fd;
+    return new Promise((resolve, reject) => {
+      let done = 0;
+      const step = (): void => {
+        if (done >= length) return resolve();
+        fsRead(fd, target, at + done, Math.min(length - done, IO_CHUNK), offset + done, (err, bytesRead) => {
+          if (err) return reject(err);
+          if (bytesRead === 0) return reject(new TruncatedFileError(this.path, offset + done, this.currentSize));
+          done += bytesRead;
+          step();
+        });
+      };
+      step();
+    });
   }
 
-  private async writeAll(offset: number, data: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await this.handle.write(data, done, Math.min(data.length - done, IO_CHUNK), offset + done);
-      done += bytesWritten;
-    }
+  /** Write all of `data` at `offset` (the same descriptor-level fast path as readAll). */
+  private writeAll(offset: number, data: Uint8Array): Promise<void> {
+    const fd = this.handle.fd;
+    return new Promise((resolve, reject) => {
+      let done = 0;
+      const step = (): void => {
+        if (done >= data.length) return resolve();
+        fsWrite(fd, data, done, Math.min(data.length - done, IO_CHUNK), offset + done, (err, bytesWritten) => {
+          if (err) return reject(err);
+          done += bytesWritten;
+          step();
+        });
+      };
+      step();
+    });
   }
 
   /** Punch a hole; the first refusal (not supported) turns trim/fastZero off for this session. */

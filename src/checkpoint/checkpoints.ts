@@ -1,5 +1,6 @@
 /**
- * Checkpoints of offline machines. A checkpoint forks every disk: a new differencing disk (.avhdx) is
+ * Checkpoints of machines, offline or running (a running machine's runner forks and merges online:
+ * see src/vm/RunnerDisks.ts and runnerLink.ts). A checkpoint forks every disk: a new differencing disk (.avhdx) is
  * created over the disk the machine uses now (which becomes frozen), and the configuration points at
  * the child. Chain invariant: checkpoints[i].disks[s].child === checkpoints[i+1].disks[s].parent, and
  * the newest checkpoint's children are the machine's disks.
@@ -12,14 +13,16 @@
 import { randomUUID } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { UsageError, NotSupportedError } from '../errors.js';
+import { TidemarkError, UsageError, NotSupportedError } from '../errors.js';
 import { createDisk } from '../disk/createDisk.js';
 import { detectDiskFormat } from '../disk/detectDiskFormat.js';
 import { Inventory, type CheckpointRecord, type CheckpointType, type Holder, type MachineRecord } from '../vm/Inventory.js';
 import { findMachine, resolveTargets } from '../vm/machines.js';
 import { VmBusyError, VmNotFoundError } from '../vm/errors.js';
-import { childName, closeBackupCheckpoint, liveHolder, recoverMachine } from './recover.js';
-import { mergeChild } from './mergeChild.js';
+import type { ForkResult } from '../vm/RunnerDisks.js';
+import type { RunnerClient } from '../vm/runnerControl.js';
+import { childName, finishRemoval, liveHolder, mergeBack, recoverMachine, runnerHolder } from './recover.js';
+import { connectRunner, reconcileRunner, runnerGone } from './runnerLink.js';
 import { sealDisk } from './sealDisk.js';
 
 export interface CheckpointView {
@@ -37,60 +40,118 @@ const viewOf = (m: MachineRecord, c: CheckpointRecord): CheckpointView => ({
   machine: m.name, machineId: m.id, id: c.id, name: c.name, type: c.type, createdAt: c.createdAt, disks: c.disks, ...(c.holder ? { holder: c.holder } : {}),
 });
 
-function assertFree(m: MachineRecord): void {
-  const h = liveHolder(m);
+/**
+ * Refuse when a live job holds the machine (VmBusyError); unless `online`, also when the machine runs
+ * (operations that cannot run online: apply).
+ */
+function assertFree(m: MachineRecord, opts: { online?: boolean } = {}): void {
+  const h = liveHolder(m) ?? (opts.online ? undefined : runnerHolder(m));
   if (h) throw new VmBusyError(m.name, `${h.command} (PID ${h.pid}) since ${h.since}`);
+}
+
+export interface ForkOptions {
+  /** Seal each disk's RCT at the fork instant and record the IDs as `rctIds` (backup checkpoints). */
+  seal?: boolean;
+  /** Where sealing puts its warnings (tracking re-enabled on a disk that had lost it, offline only). */
+  warnings?: string[];
 }
 
 /**
  * Fork every disk of `m` (inside a transaction): create the children, record the checkpoint, point the
  * configuration at the children. Returns the new record (already in `m.checkpoints`).
+ *
+ * A running machine is forked online by its runner (all disks paused, forked and resumed as one
+ * instant). RCT IDs: with `opts.seal` they are sealed at the fork instant (online: inside the runner's
+ * I/O pause) and recorded; a caller that sealed itself and passes `extra.rctIds` gets, for a running
+ * machine, IDs re-sealed inside the pause (the guest may have written between its seal and the fork):
+ * the entries of that same array are updated in place and the earlier IDs dropped.
+ * Throws NotSupportedError (a disk is not a VHDX), TidemarkError E_VM_FORK (the runner went away; its
+ * leftovers are reconciled first).
  */
-export async function forkMachine(m: MachineRecord, type: CheckpointType, name: string | undefined, extra: Partial<CheckpointRecord> = {}): Promise<CheckpointRecord> {
+export async function forkMachine(m: MachineRecord, type: CheckpointType, name: string | undefined, extra: Partial<CheckpointRecord> = {}, opts: ForkOptions = {}): Promise<CheckpointRecord> {
   for (const d of m.config.disks) {
     if ((await detectDiskFormat(d.path)) !== 'vhdx') throw new NotSupportedError(`a checkpoint of machine ${m.name}: disk ${d.path} (slot ${d.slot}) is not a VHDX (convert it with \`tidemark disk convert\` first); checkpoints`);
   }
   const id = randomUUID();
-  const created: string[] = [];
-  try {
-    const disks = [];
-    for (const d of m.config.disks) {
-      const child = join(dirname(d.path), childName(m, d.slot, id));
-      await createDisk(child, { parent: d.path });
-      created.push(child);
-      disks.push({ slot: d.slot, parent: d.path, child });
+  const slots = m.config.disks.map((d) => ({ slot: d.slot, parent: d.path, child: join(dirname(d.path), childName(m, d.slot, id)) }));
+  const rec: Partial<CheckpointRecord> = { ...extra };
+  const client = await connectRunner(m);
+  if (client) {
+    const reseal = !!extra.rctIds?.length;
+    try {
+      const res = await client.call<ForkResult>('fork', { slots: slots.map(({ slot, child }) => ({ slot, child })), seal: !!opts.seal || reseal, drop: extra.rctIds ?? [] });
+      if (opts.seal || reseal) {
+        const ids = extra.rctIds ?? [];
+        for (const r of res.slots) {
+          const e = ids.find((x) => x.slot === r.slot);
+          if (e) e.rctId = r.rctId ?? '';
+          else ids.push({ slot: r.slot, rctId: r.rctId ?? '' });
+        }
+        rec.rctIds = ids;
+      }
+    } catch (err) {
+      if (!runnerGone(m, err)) throw err;
+      const notes = await reconcileRunner(m, finishRemoval);
+      throw new TidemarkError('E_VM_FORK', `the runner of machine ${m.name} went away during the checkpoint; recovered (${notes.join('; ') || 'nothing to undo'}); try again`, { machine: m.name });
+    } finally {
+      client.close();
     }
-    const cp: CheckpointRecord = { id, name: name ?? `${type}-${m.checkpoints.length + 1}`, type, createdAt: new Date().toISOString(), config: structuredClone(m.config), disks, ...extra };
-    m.checkpoints.push(cp);
-    for (const d of m.config.disks) d.path = disks.find((x) => x.slot === d.slot)!.child;
-    return cp;
-  } catch (err) {
-    for (const c of created) await rm(c, { force: true });
-    throw err;
+  } else {
+    if (opts.seal) {
+      const ids = [];
+      for (const d of m.config.disks) ids.push({ slot: d.slot, rctId: await sealDisk(d.path, opts.warnings ?? []) });
+      rec.rctIds = ids;
+    }
+    const created: string[] = [];
+    try {
+      for (const s of slots) {
+        await createDisk(s.child, { parent: s.parent });
+        created.push(s.child);
+      }
+    } catch (err) {
+      for (const c of created) await rm(c, { force: true });
+      throw err;
+    }
   }
+  const cp: CheckpointRecord = { id, name: name ?? `${type}-${m.checkpoints.length + 1}`, type, createdAt: new Date().toISOString(), config: structuredClone(m.config), disks: slots, ...rec };
+  m.checkpoints.push(cp);
+  for (const d of m.config.disks) d.path = slots.find((x) => x.slot === d.slot)!.child;
+  return cp;
 }
 
-/** `checkpoint create <vm|group>`: a standard/production/backup checkpoint of each machine. */
+/**
+ * `checkpoint create <vm|group>`: a standard/production/backup checkpoint of each machine. For a group,
+ * the I/O of every running member is paused first, then each member is forked, then all resume: one
+ * consistent instant across the group (offline members are still anyway).
+ */
 export async function createCheckpoint(home: string, ref: string, opts: { type?: CheckpointType; name?: string } = {}): Promise<CheckpointView[]> {
   const type = opts.type ?? 'standard';
   return Inventory.transact(home, async (state) => {
-    const out = [];
-    for (const m of resolveTargets(state, ref)) {
+    const targets = resolveTargets(state, ref);
+    for (const m of targets) {
       await recoverMachine(m);
-      assertFree(m);
+      assertFree(m, { online: true });
       if (type === 'backup' && m.checkpoints.length) throw new UsageError(`machine ${m.name} already has checkpoints; a backup checkpoint needs a machine without checkpoints (remove or apply them first)`);
-      // A backup checkpoint names its instant in each disk's change tracking too (sealed before the fork).
-      const extra = type === 'backup' ? { rctIds: await sealAll(m) } : {};
-      out.push(viewOf(m, await forkMachine(m, type, opts.name, extra)));
     }
-    return out;
+    const paused: RunnerClient[] = [];
+    try {
+      if (targets.length > 1) {
+        for (const m of targets) {
+          const c = await connectRunner(m);
+          if (!c) continue;
+          paused.push(c);
+          await c.call('pause');
+        }
+      }
+      const out = [];
+      // A backup checkpoint names its instant in each disk's change tracking too (sealed at the fork).
+      for (const m of targets) out.push(viewOf(m, await forkMachine(m, type, opts.name, {}, { seal: type === 'backup' })));
+      for (const c of paused) await c.call('resume');
+      return out;
+    } finally {
+      for (const c of paused) c.close(); // closing also resumes a pause the runner still holds
+    }
   });
-}
-
-async function sealAll(m: MachineRecord): Promise<Array<{ slot: number; rctId: string }>> {
-  const out = [];
-  for (const d of m.config.disks) out.push({ slot: d.slot, rctId: await sealDisk(d.path, []) });
-  return out;
 }
 
 export async function listCheckpoints(home: string, ref: string): Promise<CheckpointView[]> {
@@ -112,24 +173,19 @@ function findCheckpoint(m: MachineRecord, ref: string): CheckpointRecord {
 
 /**
  * Remove the newest checkpoint: merge its children (the current state) into their parents and point the
- * machine at the parents. Older checkpoints can only be removed after the newer ones.
+ * machine at the parents — online through the runner when the machine runs. Older checkpoints can only
+ * be removed after the newer ones.
  */
 export async function removeCheckpoint(home: string, vm: string, ref: string): Promise<CheckpointView> {
   return Inventory.transact(home, async (state) => {
     const m = findMachine(state, vm);
     await recoverMachine(m);
-    assertFree(m);
+    assertFree(m, { online: true });
     const c = findCheckpoint(m, ref);
     if (c !== m.checkpoints[m.checkpoints.length - 1]) throw new NotSupportedError(`removing checkpoint ${c.name} before the newer checkpoints of machine ${m.name} (remove the newest first)`);
-    if (c.type === 'backup') await closeBackupCheckpoint(m, c);
-    else {
-      for (const d of c.disks) {
-        await mergeChild(d.child, d.parent);
-        const s = m.config.disks.find((x) => x.slot === d.slot);
-        if (s) s.path = d.parent;
-      }
-      m.checkpoints.pop();
-    }
+    // Online (the runner merges while the guest's I/O is paused) or offline; tracked either way.
+    await mergeBack(m, c);
+    if (m.checkpoints.includes(c)) await finishRemoval(m, c);
     return viewOf(m, c);
   });
 }
@@ -138,25 +194,56 @@ export async function removeCheckpoint(home: string, vm: string, ref: string): P
  * Apply a checkpoint: discard every later state (the children of this and later checkpoints are
  * deleted) and continue from the checkpoint with fresh children; the configuration reverts to the one
  * saved with the checkpoint. The checkpoint stays; later checkpoints are removed.
+ *
+ * Crash-safe: (1) fresh children are created under new names (`<machine id 8>-d<slot>-ck-<random 8 hex>`,
+ * durable, referenced by nothing yet); (2) the inventory naming them is committed; (3) only then are the
+ * old children deleted. Killed before (2): the old state stands and the fresh children are orphans; killed
+ * after (2): the new state stands and the old children are orphans. Either way every referenced file
+ * exists, and recovery (recoverMachine) deletes the orphans by their name pattern.
+ * Test hook: TIDEMARK_DEBUG_STEPS / TIDEMARK_DEBUG_PAUSE_AT as in exportMachine (steps `apply-children`,
+ * `apply-commit`, `apply-deleted`).
  */
 export async function applyCheckpoint(home: string, vm: string, ref: string): Promise<CheckpointView> {
-  return Inventory.transact(home, async (state) => {
+  const step = async (name: string): Promise<void> => {
+    const ms = process.env.TIDEMARK_DEBUG_STEPS;
+    if (ms === undefined) return;
+    process.stderr.write(`tidemark-step ${name}\n`);
+    const at = process.env.TIDEMARK_DEBUG_PAUSE_AT;
+    if (!at || at === name) await new Promise((r) => setTimeout(r, Number(ms) || 0));
+  };
+  const stale: string[] = [];
+  const out = await Inventory.transact(home, async (state) => {
     const m = findMachine(state, vm);
     await recoverMachine(m);
     assertFree(m);
     const c = findCheckpoint(m, ref);
     if (c.type === 'backup') throw new UsageError(`checkpoint ${c.name} is a backup checkpoint; backup checkpoints cannot be applied (restore an export instead)`);
     const i = m.checkpoints.indexOf(c);
-    for (const later of m.checkpoints.slice(i).reverse()) {
-      for (const d of later.disks) {
-        await rm(d.child, { force: true });
-        await rm(`${d.child}.lock`, { force: true });
+    const fresh: Array<{ slot: number; child: string }> = [];
+    try {
+      for (const d of c.disks) {
+        const child = join(dirname(d.parent), childName(m, d.slot, randomUUID()));
+        await createDisk(child, { parent: d.parent });
+        fresh.push({ slot: d.slot, child });
       }
+    } catch (err) {
+      for (const f of fresh) await rm(f.child, { force: true });
+      throw err;
     }
-    for (const d of c.disks) await createDisk(d.child, { parent: d.parent });
+    await step('apply-children');
+    for (const later of m.checkpoints.slice(i)) for (const d of later.disks) stale.push(d.child);
+    c.disks = c.disks.map((d) => ({ ...d, child: fresh.find((f) => f.slot === d.slot)!.child }));
     m.checkpoints = m.checkpoints.slice(0, i + 1);
     m.config = structuredClone(c.config);
     for (const d of m.config.disks) d.path = c.disks.find((x) => x.slot === d.slot)!.child;
     return viewOf(m, c);
   });
+  await step('apply-commit');
+  // Nothing references the old children any more (they are orphans for recovery if we die here).
+  for (const p of stale) {
+    await rm(p, { force: true });
+    await rm(`${p}.lock`, { force: true });
+  }
+  await step('apply-deleted');
+  return out;
 }

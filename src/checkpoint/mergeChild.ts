@@ -11,6 +11,7 @@
  */
 import { rm, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type { BlockDevice } from '../blockdev/BlockDevice.js';
 import { DiskLock } from '../blockdev/DiskLock.js';
 import { openTrackedDisk } from '../rct/openTrackedDisk.js';
 import { fsyncDir } from '../util/fsyncDir.js';
@@ -26,38 +27,63 @@ export async function mergeChild(child: string, parent: string): Promise<void> {
   if (!(await exists(child))) return;
   const plock = await DiskLock.acquire(parent, { exclusive: true, holder: 'tidemark checkpoint merge' });
   try {
-    const c = await VhdxDevice.openInternal(child, { readOnly: true, skipParent: true });
+    const p = await openTrackedDisk(parent);
     try {
-      const p = await openTrackedDisk(parent);
-      try {
-        const bs = c.info().blockSize;
-        const size = c.size;
-        for (let b = 0; b * bs < size; b++) {
-          const e = c.blockEntry(b);
-          const start = b * bs;
-          const len = Math.min(bs, size - start);
-          if (e.state === PAYLOAD_FULLY_PRESENT) {
-            for (let o = 0; o < len; o += CHUNK) {
-              const n = Math.min(CHUNK, len - o);
-              await p.write(start + o, await c.read(start + o, n));
-            }
-          } else if (e.state === PAYLOAD_PARTIALLY_PRESENT) {
-            for (const [pos, n, present] of await c.presentRuns(b, start, len)) if (present) await p.write(pos, await c.read(pos, n));
-          } else if (e.state === PAYLOAD_ZERO || e.state === PAYLOAD_UNMAPPED) {
-            await p.zero(start, len);
-          }
-        }
-        await p.flush();
-      } finally {
-        await p.close();
-      }
+      await copyChildInto(child, p);
     } finally {
-      await c.close();
+      await p.close();
     }
-    await unlink(child);
-    await rm(`${child}.lock`, { force: true });
-    await fsyncDir(dirname(child));
+    await deleteChild(child);
   } finally {
     await plock.release();
   }
+}
+
+/**
+ * The merge's copy alone: every sector the differencing disk `child` holds itself (its own BAT, the
+ * parent chain skipped) written into `parent` — an open device, normally the parent opened through
+ * tracking, which the caller locked — then flushed. `child` is not modified, so this is idempotent.
+ * Returns the bytes written or zeroed. The caller deletes the child afterwards (`deleteChild`).
+ */
+export async function copyChildInto(child: string, p: BlockDevice): Promise<number> {
+  let done = 0;
+  const c = await VhdxDevice.openInternal(child, { readOnly: true, skipParent: true });
+  try {
+    const bs = c.info().blockSize;
+    const size = c.size;
+    for (let b = 0; b * bs < size; b++) {
+      const e = c.blockEntry(b);
+      const start = b * bs;
+      const len = Math.min(bs, size - start);
+      if (e.state === PAYLOAD_FULLY_PRESENT) {
+        for (let o = 0; o < len; o += CHUNK) {
+          const n = Math.min(CHUNK, len - o);
+          await p.write(start + o, await c.read(start + o, n));
+          done += n;
+        }
+      } else if (e.state === PAYLOAD_PARTIALLY_PRESENT) {
+        for (const [pos, n, present] of await c.presentRuns(b, start, len)) {
+          if (!present) continue;
+          await p.write(pos, await c.read(pos, n));
+          done += n;
+        }
+      } else if (e.state === PAYLOAD_ZERO || e.state === PAYLOAD_UNMAPPED) {
+        await p.zero(start, len);
+        done += len;
+      }
+    }
+    await p.flush();
+  } finally {
+    await c.close();
+  }
+  return done;
+}
+
+/** Delete a merged child and its lock file, durably (fsync of the folder). No-op when already gone. */
+export async function deleteChild(child: string): Promise<void> {
+  await unlink(child).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+  });
+  await rm(`${child}.lock`, { force: true });
+  await fsyncDir(dirname(child));
 }

@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CorruptError, NotFoundError } from '../errors.js';
 import type { MachineConfig } from '../vm/MachineConfig.js';
+import type { ProviderName } from './providers/SnapshotProvider.js';
 
 export const MANIFEST_FORMAT = 'tidemark-export';
 export const MANIFEST_VERSION = 1;
@@ -23,8 +24,10 @@ export interface ManifestDisk {
   sha256: string;
   /** Bytes copied from the machine for this disk. */
   copied: number;
-  /** Why a differential was asked for but a full one was written. */
+  /** Why a differential was asked for but a full one was written, or why a provider did not clone it. */
   fallback?: string;
+  /** The snapshot provider that cloned this disk's file (absent when Tidemark copied it block by block). */
+  provider?: ProviderName;
 }
 
 export interface ExportManifest {
@@ -41,6 +44,8 @@ export interface ExportManifest {
   since?: { refpoint: string; exportDir: string };
   disks: ManifestDisk[];
   warnings: string[];
+  /** `export --provider`: storage cloned the disk files, Tidemark exported the configuration. */
+  provider?: ProviderName;
 }
 
 export const manifestPath = (dir: string) => join(dir, 'manifest.json');

@@ -36,6 +36,8 @@ import { closeBackupCheckpoint, liveHolder, recoverMachine } from '../checkpoint
 import { forkMachine } from '../checkpoint/checkpoints.js';
 import { sealDisk } from '../checkpoint/sealDisk.js';
 import { hashDevice } from './hashDevice.js';
+import { getProvider } from './providers/getProvider.js';
+import type { ProviderName, SnapshotProvider } from './providers/SnapshotProvider.js';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, manifestPath, readManifest, type ExportManifest, type ManifestDisk } from './Manifest.js';
 
 export interface ExportOptions {
@@ -43,6 +45,13 @@ export interface ExportOptions {
   since?: string;
   /** With `since`: write full VHDX files (previous chain + changes) instead of differencing ones. */
   merge?: boolean;
+  /**
+   * Let storage clone each frozen disk file (a full export; not with `since`): `reflink` (same XFS/btrfs
+   * filesystem, else ProviderNotSupportedError and the export is rolled back like any failed export),
+   * `copy` (sparse streaming copy) or `auto`. A frozen disk that is itself a differencing disk (an
+   * imported chain) is copied through its chain instead (`fallback` says so).
+   */
+  provider?: ProviderName;
   /** Tests: called once the disks are frozen (the machine's disks are the new children). */
   onFrozen?: (frozen: Array<{ slot: number; frozen: string; current: string }>) => Promise<void>;
   /** Called after each step (`checkpoint`, `disk<slot>`, `manifest`, `refpoint`, `merge`). */
@@ -102,6 +111,10 @@ export async function exportMachine(home: string, ref: string, dirArg: string, o
   let sinceId: string | undefined;
   if (opts.since !== undefined) sinceId = (await isDir(opts.since)) ? (await readManifest(opts.since)).refpoint.id : opts.since;
   if (opts.merge && sinceId === undefined) throw new UsageError('--merge writes a synthetic full from a chain: give --since <refpoint or previous export dir>');
+  if (opts.provider !== undefined && (sinceId !== undefined || opts.merge)) {
+    throw new UsageError(`--provider ${opts.provider} clones whole disk files (a full export): drop --since/--merge; a later differential can use this export's reference point as --since`);
+  }
+  const provider = opts.provider !== undefined ? getProvider(opts.provider) : undefined;
 
   const fz: Frozen = await Inventory.transact(home, async (state) => {
     const m = findMachine(state, ref);
@@ -157,7 +170,7 @@ export async function exportMachine(home: string, ref: string, dirArg: string, o
 
     const disks: ManifestDisk[] = [];
     for (const d of fz.disks) {
-      disks.push(await exportDisk(dir, d, fz, !!opts.merge, (done, total) => opts.onProgress?.(d.slot, done, total)));
+      disks.push(await exportDisk(dir, d, fz, !!opts.merge, provider, (done, total) => opts.onProgress?.(d.slot, done, total)));
       await step(`disk${d.slot}`);
     }
     if (fz.base) {
@@ -178,6 +191,7 @@ export async function exportMachine(home: string, ref: string, dirArg: string, o
       ...(fz.base ? { since: { refpoint: fz.base.id, exportDir: fz.base.exportDir } } : {}),
       disks,
       warnings: fz.warnings,
+      ...(provider ? { provider: provider.name } : {}),
     };
     await writeAtomic(manifestPath(dir), JSON.stringify(manifest, null, 2) + '\n');
     await step('manifest');
@@ -207,8 +221,13 @@ export async function exportMachine(home: string, ref: string, dirArg: string, o
   return { dir, manifest };
 }
 
-async function exportDisk(dir: string, d: Frozen['disks'][number], fz: Frozen, merge: boolean, onProgress: (done: number, total: number) => void): Promise<ManifestDisk> {
-  const size = (await diskInfo(d.frozen)).size;
+async function exportDisk(dir: string, d: Frozen['disks'][number], fz: Frozen, merge: boolean, provider: SnapshotProvider | undefined, onProgress: (done: number, total: number) => void): Promise<ManifestDisk> {
+  const info = await diskInfo(d.frozen);
+  const size = info.size;
+  if (provider) {
+    // A differencing disk (an imported chain) is not one file: copied through its chain below.
+    if (info.type !== 'differencing') return cloneDisk(dir, d, size, provider, onProgress);
+  }
   const bd = fz.base?.disks.find((x) => x.slot === d.slot);
   let ranges: Range[] | undefined;
   let fallback: string | undefined;
@@ -234,6 +253,10 @@ async function exportDisk(dir: string, d: Frozen['disks'][number], fz: Frozen, m
     if (fallback) fz.warnings.push(`${fallback}: exported in full`);
   }
   const diff = ranges !== undefined && !merge;
+  if (provider) {
+    fallback = `disk slot ${d.slot} is a differencing disk (${d.frozen}): provider ${provider.name} clones single files, so it was copied through its chain`;
+    fz.warnings.push(fallback);
+  }
   const file = `disk${d.slot}.${diff ? 'avhdx' : 'vhdx'}`;
   const path = join(dir, file);
   let copied = 0;
@@ -281,6 +304,22 @@ async function exportDisk(dir: string, d: Frozen['disks'][number], fz: Frozen, m
     ...(diff ? { parent: relative(dir, bd!.exportFile) } : {}),
     size, sha256, copied, ...(fallback ? { fallback } : {}),
   };
+}
+
+/** The frozen disk file cloned by storage (it is never written while the backup checkpoint exists), then hashed. */
+async function cloneDisk(dir: string, d: Frozen['disks'][number], size: number, provider: SnapshotProvider, onProgress: (done: number, total: number) => void): Promise<ManifestDisk> {
+  const file = `disk${d.slot}.vhdx`;
+  const path = join(dir, file);
+  const r = await provider.clone(d.frozen, path, onProgress);
+  const check = await openDisk(path, { readOnly: true });
+  let sha256: string;
+  try {
+    if (check.size !== size) throw new TidemarkError('E_INTERNAL', `clone ${path} of ${d.frozen} is ${check.size} bytes, expected ${size}`);
+    sha256 = await hashDevice(check);
+  } finally {
+    await check.close();
+  }
+  return { slot: d.slot, file, mode: 'full', size, sha256, copied: r.bytesCopied, provider: provider.name };
 }
 
 async function prepareDir(dir: string): Promise<void> {

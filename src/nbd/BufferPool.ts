@@ -1,12 +1,16 @@
 /**
- * Reusable buffers for READ replies. Touching freshly allocated memory costs a page fault per 4 KiB, which
- * for large sequential reads costs more than the read itself; recycling buffers once the socket has
- * written them avoids it. Buffers are grouped by power-of-two size (64 KiB .. 32 MiB); at most
- * `maxBytes` of idle buffers are kept.
+ * Reusable buffers for READ replies and WRITE payloads. Touching freshly allocated memory costs a page
+ * fault per 4 KiB, which for large sequential I/O costs more than the I/O itself; recycling buffers once
+ * they are no longer used avoids it. Buffers come in size classes of a power of two (64 KiB .. 32 MiB)
+ * plus `HEADROOM` bytes, so a reply header fits in front of a power-of-two data length without doubling
+ * the buffer; at most `maxBytes` of idle buffers are kept.
  *
- * Contract: a buffer given out by `take` must not be used after it is passed to `give`.
+ * Contract: a buffer given out by `take` must not be used after it is passed to `give`. Contents of a
+ * taken buffer are whatever its last user left: callers overwrite every byte they send.
  */
 export class BufferPool {
+  /** Spare bytes on top of each power-of-two class (room for a reply header before the data). */
+  static readonly HEADROOM = 64;
   private readonly free = new Map<number, Buffer[]>();
   private idleBytes = 0;
 
@@ -14,15 +18,14 @@ export class BufferPool {
 
   private static classOf(length: number): number {
     let size = 64 * 1024;
-    while (size < length) size *= 2;
-    return size;
+    while (size + BufferPool.HEADROOM < length) size *= 2;
+    return size + BufferPool.HEADROOM;
   }
 
   /** A buffer of at least `length` bytes (contents undefined). */
   take(length: number): Buffer {
     const size = BufferPool.classOf(length);
-    const list = this.free.get(size);
-    const b = list?.pop();
+    const b = this.free.get(size)?.pop();
     if (b) {
       this.idleBytes -= b.length;
       return b;

@@ -46,15 +46,20 @@ import {
   NBD_EOVERFLOW,
   NBD_EPERM,
   NBD_ESHUTDOWN,
+  REQUEST_HEADER_SIZE,
 } from './protocol.js';
+import { readIntoCallerBuffers } from './readIntoCallerBuffers.js';
 import { RequestParser } from './RequestParser.js';
 import {
   encodeBlockStatus,
   encodeErrorChunk,
   encodeNoneChunk,
-  encodeOffsetDataHeader,
   encodeOffsetHole,
   encodeSimpleReply,
+  OFFSET_DATA_HEADER_SIZE,
+  SIMPLE_REPLY_SIZE,
+  writeOffsetDataHeader,
+  writeSimpleReply,
   type RequestHeader,
 } from './transmissionCodec.js';
 
@@ -106,6 +111,24 @@ class RequestError {
 /** Read replies with more extents than this are sent as one data chunk rather than many small ones. */
 const MAX_READ_CHUNKS = 64;
 
+/** One dispatched request: what it costs against the in-flight cap and the pooled buffers it holds. */
+interface InFlight {
+  readonly h: RequestHeader;
+  readonly cost: number;
+  /** The pooled buffer a WRITE payload was assembled in: given back once the device write has settled. */
+  readonly payloadBase: Buffer | undefined;
+  /** Pooled buffers the reply views: given back once the socket has written them (or the reply is dropped). */
+  pooled: Buffer[] | null;
+}
+
+/** Writes a reply header into b[at, +size). */
+type HeaderWriter = (b: Buffer, at: number) => void;
+
+/** Socket reads outside WRITE payloads land here (with direct reads on): requests and small payloads. */
+const SCRATCH_SIZE = 256 * 1024;
+/** WRITEs at least this large are read header first, payload straight into its buffer (direct reads). */
+const LARGE_WRITE = 64 * 1024;
+
 export class NbdConnection {
   private sock: Duplex;
   private readonly hs: Handshake;
@@ -123,8 +146,10 @@ export class NbdConnection {
   private stopReading = false;
   private corked = false;
   private idleWaiters: Array<() => void> = [];
-  /** Reply views handed to the socket -> the pooled buffer to give back once written. */
-  private readonly pooled = new WeakMap<Buffer, Buffer>();
+  /** Direct reads (see readIntoCallerBuffers): the reused buffer for bytes that are not a payload's. */
+  private scratch: Buffer | null = null;
+  /** Payload length of the last request parsed if it was a WRITE, else 0. */
+  private lastWriteLength = 0;
   private closedResolve!: () => void;
   /** Resolves when the socket is closed and no request is still running on the device. */
   readonly closed: Promise<void>;
@@ -274,10 +299,47 @@ export class NbdConnection {
     this.structured = structured;
     this.contexts = contexts;
     this.phase = 'transmission';
-    if (rest.length > 0) {
-      this.parser.push(rest);
+    if (rest.length > 0) this.parser.push(rest);
+    this.startDirectReads();
+    this.pump();
+  }
+
+  /**
+   * Plain sockets: from now on the kernel writes WRITE payloads straight into their (pooled) buffers, and
+   * everything else into one reused scratch buffer; no per-read allocation, no copy of large payloads.
+   * TLS sockets (and a Node without the mechanism) keep 'data' events.
+   */
+  private startDirectReads(): void {
+    if (this.sock instanceof tls.TLSSocket) return;
+    this.parser.reuseChunks(); // before any scratch byte is pushed: payloads must never view the scratch
+    const scratch = Buffer.allocUnsafe(SCRATCH_SIZE);
+    // After a large WRITE another one most likely follows: read just its header, so that its payload goes
+    // straight into the payload buffer instead of being read here and copied.
+    const headerOnly = scratch.subarray(0, REQUEST_HEADER_SIZE);
+    const next = (): Buffer => {
+      const window = this.parser.payloadWindow();
+      if (window) return window;
+      this.parser.detach(); // leftover bytes (a partial header) move out of the scratch buffer
+      return this.lastWriteLength >= LARGE_WRITE ? headerOnly : scratch;
+    };
+    const onRead = (n: number, buf: Buffer): void => {
+      if (this.phase !== 'transmission') return;
+      if (buf === scratch || buf === headerOnly) this.parser.push(buf.subarray(0, n));
+      else {
+        try {
+          this.parser.filled(n);
+        } catch (err) {
+          return this.abort(`internal error: ${(err as Error).message}`); // never expected; never crash the server
+        }
+      }
       this.pump();
-    }
+    };
+    if (readIntoCallerBuffers(this.sock as Socket, next, onRead)) this.scratch = scratch;
+  }
+
+  /** Whether socket reads go to caller buffers (for tests). */
+  get directReads(): boolean {
+    return this.scratch !== null;
   }
 
   // ---------------------------------------------------------------- transmission
@@ -299,6 +361,7 @@ export class NbdConnection {
         continue;
       }
       const h = item.header;
+      this.lastWriteLength = h.type === CMD_WRITE ? h.length : 0;
       if (h.type === CMD_DISC) {
         this.stopReading = true;
         this.phase = 'closing';
@@ -317,26 +380,37 @@ export class NbdConnection {
     this.pump();
   }
 
-  private dispatch(h: RequestHeader, payload: Buffer | null, pooled?: Buffer): void {
+  private dispatch(h: RequestHeader, payload: Buffer | null, payloadBase?: Buffer): void {
     const cost = h.type === CMD_READ ? Math.min(h.length, MAX_PAYLOAD) : payload ? payload.length : 0;
     this.inflight++;
     this.inflightBytes += cost;
+    const req: InFlight = { h, cost, payloadBase, pooled: null };
     let p: Promise<Buffer[]>;
     try {
-      p = this.execute(h, payload);
+      p = this.execute(h, payload, req);
     } catch (err) {
       p = Promise.reject(err);
     }
     p.then(
-      (bufs) => this.send(bufs),
-      (err: unknown) => this.replyError(h, err instanceof RequestError ? err : this.deviceError(h, err)),
-    ).finally(() => {
-      if (pooled) this.opts.pool.give(pooled);
-      this.inflight--;
-      this.inflightBytes -= cost;
-      if (this.inflight === 0) for (const w of this.idleWaiters.splice(0)) w();
-      this.maybeResume();
-    });
+      (bufs) => this.settle(req, bufs, null),
+      (err: unknown) => this.settle(req, null, err),
+    );
+  }
+
+  /** A request's device work is over: reply (success or error), release its resources, maybe resume reading. */
+  private settle(req: InFlight, bufs: Buffer[] | null, err: unknown): void {
+    const pool = this.opts.pool;
+    if (req.payloadBase) pool.give(req.payloadBase);
+    if (bufs) this.send(bufs, req.pooled);
+    else {
+      // Only buffers whose reads have settled are listed: none is still being written into.
+      if (req.pooled) for (const b of req.pooled) pool.give(b);
+      this.replyError(req.h, err instanceof RequestError ? err : this.deviceError(req.h, err));
+    }
+    this.inflight--;
+    this.inflightBytes -= req.cost;
+    if (this.inflight === 0 && this.idleWaiters.length > 0) for (const w of this.idleWaiters.splice(0)) w();
+    this.maybeResume();
   }
 
   private deviceError(h: RequestHeader, err: unknown): RequestError {
@@ -351,7 +425,7 @@ export class NbdConnection {
   }
 
   /** Validate and run one request; resolves to the reply buffers. Throws RequestError for client mistakes. */
-  private execute(h: RequestHeader, payload: Buffer | null): Promise<Buffer[]> {
+  private execute(h: RequestHeader, payload: Buffer | null, req: InFlight): Promise<Buffer[]> {
     const exp = this.exp!;
     const dev = exp.device;
     const allowed = ALLOWED_FLAGS[h.type];
@@ -365,7 +439,7 @@ export class NbdConnection {
         if ((h.flags & CMD_FLAG_DF) && !this.structured) throw new RequestError(NBD_EINVAL, 'DF requires structured replies');
         if (h.length > MAX_PAYLOAD) throw new RequestError(this.structured ? NBD_EOVERFLOW : NBD_EINVAL, `READ of ${h.length} bytes exceeds the maximum payload of ${MAX_PAYLOAD}`);
         if (!inRange) throw new RequestError(NBD_EINVAL, `READ [${h.offset}, +${h.length}) is beyond the export size ${dev.size}`);
-        return this.structured ? this.readStructured(h) : this.readSimple(h);
+        return this.structured ? this.readStructured(h, req) : this.readSimple(h, req);
       case CMD_WRITE:
         if (exp.readOnly) throw new RequestError(NBD_EPERM, 'export is read-only');
         if (!inRange) throw new RequestError(NBD_ENOSPC, `WRITE [${h.offset}, +${h.length}) is beyond the export size ${dev.size}`);
@@ -398,10 +472,9 @@ export class NbdConnection {
     throw new RequestError(NBD_EINVAL, `command ${h.type} is not supported`);
   }
 
-  private async readSimple(h: RequestHeader): Promise<Buffer[]> {
-    if (h.length === 0) return [encodeSimpleReply(0, h.handle)];
-    const data = await this.readData(h.offset, h.length);
-    return [encodeSimpleReply(0, h.handle), data];
+  private readSimple(h: RequestHeader, req: InFlight): Promise<Buffer[]> {
+    if (h.length === 0) return Promise.resolve([encodeSimpleReply(0, h.handle)]);
+    return this.readChunk(h.offset, h.length, SIMPLE_REPLY_SIZE, (b, at) => writeSimpleReply(b, at, 0, h.handle), req);
   }
 
   /** Run a zero/trim with the export's data-window cache invalidated before and after it. */
@@ -418,48 +491,84 @@ export class NbdConnection {
 
   /**
    * Structured READ: holes and zero runs (from the device's extents) go out as OFFSET_HOLE chunks, data as
-   * OFFSET_DATA chunks holding the device's buffers. Windows known to be all data skip the extents lookup.
+   * OFFSET_DATA chunks. Windows known to be all data skip the extents lookup (the common, fast path).
    */
-  private async readStructured(h: RequestHeader): Promise<Buffer[]> {
+  private readStructured(h: RequestHeader, req: InFlight): Promise<Buffer[]> {
     const exp = this.exp!;
     const dev = exp.device;
-    if (h.length === 0) return [encodeNoneChunk(h.handle)];
-    const whole = async (): Promise<Buffer[]> => [encodeOffsetDataHeader(true, h.handle, h.offset, h.length), await this.readData(h.offset, h.length)];
-    if ((h.flags & CMD_FLAG_DF) || !dev.capabilities.extents || exp.dataCache.isAllData(h.offset, h.length)) return whole();
+    if (h.length === 0) return Promise.resolve([encodeNoneChunk(h.handle)]);
+    if ((h.flags & CMD_FLAG_DF) || !dev.capabilities.extents || exp.dataCache.isAllData(h.offset, h.length)) return this.readWhole(h, req);
+    return this.readSparse(h, req);
+  }
+
+  /** The whole range as one final OFFSET_DATA chunk. */
+  private readWhole(h: RequestHeader, req: InFlight): Promise<Buffer[]> {
+    return this.readChunk(h.offset, h.length, OFFSET_DATA_HEADER_SIZE, (b, at) => writeOffsetDataHeader(b, at, true, h.handle, h.offset, h.length), req);
+  }
+
+  private async readSparse(h: RequestHeader, req: InFlight): Promise<Buffer[]> {
+    const exp = this.exp!;
+    const dev = exp.device;
     const spanExtents = await exp.dataCache.spanExtents(h.offset, h.length, dev.size, (o, l) => dev.extents(o, l));
-    if (spanExtents.length === 1 && spanExtents[0]!.type === 'data') return whole();
+    if (spanExtents.length === 1 && spanExtents[0]!.type === 'data') return this.readWhole(h, req);
     const end = h.offset + h.length;
     const extents = spanExtents
       .filter((e) => e.offset < end && e.offset + e.length > h.offset)
       .map((e) => ({ type: e.type, offset: Math.max(e.offset, h.offset), length: Math.min(e.offset + e.length, end) - Math.max(e.offset, h.offset) }));
-    if (extents.length > MAX_READ_CHUNKS || (extents.length === 1 && extents[0]!.type === 'data')) return whole();
-    const parts = await Promise.all(
-      extents.map(async (e) => (e.type === 'data' ? { e, data: await this.readData(e.offset, e.length) } : { e, data: null })),
+    if (extents.length > MAX_READ_CHUNKS || (extents.length === 1 && extents[0]!.type === 'data')) return this.readWhole(h, req);
+    const last = extents.length - 1;
+    // allSettled: on failure no read may still be filling a buffer that goes back to the pool.
+    const parts = await Promise.allSettled(
+      extents.map((e, i) =>
+        e.type === 'data'
+          ? this.readChunk(e.offset, e.length, OFFSET_DATA_HEADER_SIZE, (b, at) => writeOffsetDataHeader(b, at, i === last, h.handle, e.offset, e.length), req)
+          : Promise.resolve([encodeOffsetHole(i === last, h.handle, e.offset, e.length)]),
+      ),
     );
     const out: Buffer[] = [];
-    parts.forEach(({ e, data }, i) => {
-      const done = i === parts.length - 1;
-      if (data) out.push(encodeOffsetDataHeader(done, h.handle, e.offset, e.length), data);
-      else out.push(encodeOffsetHole(done, h.handle, e.offset, e.length));
-    });
+    for (const p of parts) {
+      if (p.status === 'rejected') throw p.reason;
+      out.push(...p.value);
+    }
     return out;
   }
 
-  /** Read through the device, into a recycled buffer when the device allows it. */
-  private async readData(offset: number, length: number): Promise<Buffer> {
+  /**
+   * Read [offset, +length) as one reply piece: a `headerSize`-byte header (filled by `writeHeader`) followed
+   * by the data. Devices with `readInto` read straight into a recycled buffer behind the header, and the
+   * piece is that one buffer (listed in `req.pooled`, given back once written); others give a fresh buffer
+   * sent after a separate header.
+   */
+  private readChunk(offset: number, length: number, headerSize: number, writeHeader: HeaderWriter, req: InFlight): Promise<Buffer[]> {
     const dev = this.exp!.device;
-    if (!canReadInto(dev)) return dev.read(offset, length);
-    // A recycled buffer holds old data; readInto overwrites every byte of the window (BlockDevice contract).
-    const base = this.opts.pool.take(length);
-    try {
-      await dev.readInto(base, 0, offset, length);
-    } catch (err) {
-      this.opts.pool.give(base);
-      throw err;
+    if (!canReadInto(dev)) {
+      return dev.read(offset, length).then((data) => {
+        const header = Buffer.allocUnsafe(headerSize);
+        writeHeader(header, 0);
+        return [header, data];
+      });
     }
-    const view = base.subarray(0, length);
-    this.pooled.set(view, base);
-    return view;
+    const pool = this.opts.pool;
+    // A recycled buffer holds old data; readInto overwrites every byte of the window (BlockDevice contract)
+    // and the header covers the rest of what is sent.
+    const base = pool.take(headerSize + length);
+    let p: Promise<void>;
+    try {
+      p = dev.readInto(base, headerSize, offset, length);
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    return p.then(
+      () => {
+        (req.pooled ??= []).push(base);
+        writeHeader(base, 0);
+        return [base.subarray(0, headerSize + length)];
+      },
+      (err: unknown) => {
+        pool.give(base);
+        throw err;
+      },
+    );
   }
 
   private async blockStatus(h: RequestHeader): Promise<Buffer[]> {
@@ -492,26 +601,30 @@ export class NbdConnection {
 
   // ---------------------------------------------------------------- output
 
-  private send(bufs: Buffer[]): void {
+  /** Queue reply buffers; `pooled` (buffers they view) go back to the pool once the socket has written them. */
+  private send(bufs: Buffer[], pooled: Buffer[] | null = null): void {
     const s = this.sock;
     if (s.destroyed || !s.writable) {
-      for (const b of bufs) {
-        const base = this.pooled.get(b);
-        if (base) this.opts.pool.give(base);
-      }
+      if (pooled) for (const b of pooled) this.opts.pool.give(b);
       return;
     }
     if (!this.corked) {
       this.corked = true;
       s.cork();
-      process.nextTick(() => this.uncork());
+      process.nextTick(this.uncorkTick);
     }
-    for (const b of bufs) {
-      const base = this.pooled.get(b);
-      if (base) s.write(b, () => this.opts.pool.give(base));
-      else s.write(b);
-    }
+    const last = bufs.length - 1;
+    for (let i = 0; i < last; i++) s.write(bufs[i]);
+    // Writes complete in order: once the last one is written, all of them are.
+    if (pooled) {
+      const pool = this.opts.pool;
+      s.write(bufs[last], () => {
+        for (const b of pooled) pool.give(b);
+      });
+    } else s.write(bufs[last]);
   }
+
+  private readonly uncorkTick = (): void => this.uncork();
 
   private uncork(): void {
     if (!this.corked) return;

@@ -2,8 +2,10 @@
  * Incremental, pure parser of the transmission-phase byte stream: push socket chunks in, take requests
  * out. Many requests per chunk and requests split across chunks are both handled.
  *
- * A WRITE payload that sits inside one pushed chunk is returned as a view of it (no copy); one spanning
- * chunks is assembled once into its own buffer. A WRITE whose length exceeds `maxPayload` is not buffered:
+ * A WRITE payload that sits inside one pushed chunk is returned as a view of it (no copy) unless
+ * `reuseChunks()` was called; one spanning chunks is assembled once into its own buffer, and while it is
+ * being assembled `payloadWindow()` offers the rest of that buffer so the next socket read can land in it
+ * directly (no copy at all). A WRITE whose length exceeds `maxPayload` is not buffered:
  * up to `maxSkip` bytes are discarded as they arrive and a 'skipped' item lets the session answer with an
  * error; anything larger cannot be skipped sanely and is 'fatal' (the session disconnects).
  */
@@ -36,6 +38,7 @@ export class RequestParser {
   private readonly maxPayload: number;
   private readonly maxSkip: number;
   private readonly allocate: ((n: number) => Buffer) | undefined;
+  private copyPayloads = false;
 
   constructor(opts: RequestParserOptions = {}) {
     this.maxPayload = opts.maxPayload ?? MAX_PAYLOAD;
@@ -82,7 +85,7 @@ export class RequestParser {
             continue;
           }
           const c = this.chunks[0];
-          if (c && c.length - this.head >= h.length) {
+          if (!this.copyPayloads && c && c.length - this.head >= h.length) {
             const payload = c.subarray(this.head, this.head + h.length);
             this.consume(h.length);
             return { kind: 'request', header: h, payload };
@@ -125,6 +128,47 @@ export class RequestParser {
         }
       }
     }
+  }
+
+  /**
+   * From now on the caller may overwrite a pushed chunk once `next()` has returned null and `detach()` has
+   * been called: payloads are then always copied into buffers of their own, never views of chunks.
+   */
+  reuseChunks(): void {
+    this.copyPayloads = true;
+  }
+
+  /**
+   * While a payload is being assembled and no unparsed bytes are buffered: the rest of its buffer. The
+   * caller may read socket bytes straight into it (they are the payload's next bytes) and must then call
+   * `filled(n)`. Null otherwise.
+   */
+  payloadWindow(): Buffer | null {
+    if (this.state !== 'payload' || this.avail > 0) return null;
+    return this.payload!.subarray(this.payloadPos);
+  }
+
+  /** `n` bytes were written at the start of the last `payloadWindow()`. */
+  filled(n: number): void {
+    if (this.state !== 'payload' || this.avail > 0 || n > this.payload!.length - this.payloadPos) throw new RangeError('filled() without a matching payloadWindow()');
+    this.payloadPos += n;
+  }
+
+  /** Copy the buffered, unparsed bytes (normally a partial header) into a buffer of their own, so that no pushed chunk is referenced any more. */
+  detach(): void {
+    if (this.avail === 0) {
+      this.chunks = [];
+      this.head = 0;
+      return;
+    }
+    const b = Buffer.allocUnsafe(this.avail);
+    let p = 0;
+    for (let i = 0; i < this.chunks.length; i++) {
+      const c = this.chunks[i]!;
+      p += c.copy(b, p, i === 0 ? this.head : 0);
+    }
+    this.chunks = [b];
+    this.head = 0;
   }
 
   private die(reason: string): ParsedItem {

@@ -57,21 +57,30 @@ export function encodeRequestHeader(type: number, flags: number, handle: bigint,
   return b;
 }
 
+/** Bytes of a simple reply header. */
+export const SIMPLE_REPLY_SIZE = 16;
+/** Bytes of an OFFSET_DATA chunk header (chunk header plus the offset) before its data. */
+export const OFFSET_DATA_HEADER_SIZE = 28;
+
 /** A 16-byte simple reply header; for a successful READ the data follows it. */
 export function encodeSimpleReply(error: number, handle: bigint): Buffer {
-  const b = Buffer.allocUnsafe(16);
-  b.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
-  b.writeUInt32BE(error, 4);
-  b.writeBigUInt64BE(handle, 8);
+  return writeSimpleReply(Buffer.allocUnsafe(SIMPLE_REPLY_SIZE), 0, error, handle);
+}
+
+/** `encodeSimpleReply` into b[at, at+16) (so a READ's data can follow it in the same buffer); returns b. */
+export function writeSimpleReply(b: Buffer, at: number, error: number, handle: bigint): Buffer {
+  b.writeUInt32BE(SIMPLE_REPLY_MAGIC, at);
+  b.writeUInt32BE(error, at + 4);
+  b.writeBigUInt64BE(handle, at + 8);
   return b;
 }
 
-function chunkHeader(b: Buffer, flags: number, type: number, handle: bigint, length: number): void {
-  b.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
-  b.writeUInt16BE(flags, 4);
-  b.writeUInt16BE(type, 6);
-  b.writeBigUInt64BE(handle, 8);
-  b.writeUInt32BE(length, 16);
+function chunkHeader(b: Buffer, flags: number, type: number, handle: bigint, length: number, at = 0): void {
+  b.writeUInt32BE(STRUCTURED_REPLY_MAGIC, at);
+  b.writeUInt16BE(flags, at + 4);
+  b.writeUInt16BE(type, at + 6);
+  b.writeBigUInt64BE(handle, at + 8);
+  b.writeUInt32BE(length, at + 16);
 }
 
 /** NBD_REPLY_TYPE_NONE with DONE: success of a command with no reply payload. */
@@ -83,10 +92,14 @@ export function encodeNoneChunk(handle: bigint): Buffer {
 
 /** Header (20 bytes) plus offset (8 bytes) of an OFFSET_DATA chunk; `dataLength` data bytes follow. */
 export function encodeOffsetDataHeader(done: boolean, handle: bigint, offset: number, dataLength: number): Buffer {
-  const b = Buffer.allocUnsafe(28);
-  chunkHeader(b, done ? REPLY_FLAG_DONE : 0, REPLY_TYPE_OFFSET_DATA, handle, 8 + dataLength);
-  b.writeUInt32BE(Math.floor(offset / TWO32), 20);
-  b.writeUInt32BE(offset % TWO32, 24);
+  return writeOffsetDataHeader(Buffer.allocUnsafe(OFFSET_DATA_HEADER_SIZE), 0, done, handle, offset, dataLength);
+}
+
+/** `encodeOffsetDataHeader` into b[at, at+28) (so the data can follow it in the same buffer); returns b. */
+export function writeOffsetDataHeader(b: Buffer, at: number, done: boolean, handle: bigint, offset: number, dataLength: number): Buffer {
+  chunkHeader(b, done ? REPLY_FLAG_DONE : 0, REPLY_TYPE_OFFSET_DATA, handle, 8 + dataLength, at);
+  b.writeUInt32BE(Math.floor(offset / TWO32), at + 20);
+  b.writeUInt32BE(offset % TWO32, at + 24);
   return b;
 }
 

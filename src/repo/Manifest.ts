@@ -18,6 +18,19 @@ export interface DiskEntry {
   indexRoot: string;
   /** The RCT ID this backup's changes were taken up to, for the next incremental. */
   rctId?: string;
+  /** Machine snapshots: the disk's slot in the machine configuration (0..63, unique in the manifest). */
+  slot?: number;
+}
+
+/**
+ * Machine snapshots: the machine as it was registered. `config` is the machine configuration (schema 1,
+ * src/vm/MachineConfig.ts) with the disk paths of the backed-up images; the repository layer checks only
+ * its shape (an object), the restore validates it in full.
+ */
+export interface ManifestMachine {
+  id: string;
+  name: string;
+  config: { [key: string]: unknown };
 }
 
 export interface BackupStats {
@@ -42,6 +55,8 @@ export interface Manifest {
   /** The snapshot this one was taken incrementally from. */
   parent?: string;
   tags?: string[];
+  /** Present on machine snapshots (`tidemark backup <vm>`): every disk entry then has a `slot`. */
+  machine?: ManifestMachine;
 }
 
 /** A manifest together with its id (= object name). */
@@ -67,6 +82,15 @@ export function manifestProblem(m: unknown): string | null {
     if (!isFanout(d.fanout)) return `disk ${d.name}: bad fanout`;
     if (typeof d.indexRoot !== 'string' || !HEX64.test(d.indexRoot)) return `disk ${d.name}: bad index root`;
     if (d.rctId !== undefined && typeof d.rctId !== 'string') return `disk ${d.name}: bad rctId`;
+    if (d.slot !== undefined && (!Number.isInteger(d.slot) || d.slot < 0 || d.slot > 63)) return `disk ${d.name}: bad slot`;
+  }
+  const slots = x.disks.map((d) => d.slot).filter((s) => s !== undefined);
+  if (new Set(slots).size !== slots.length) return 'a disk slot is used twice';
+  if (x.machine !== undefined) {
+    const mm = x.machine;
+    if (typeof mm !== 'object' || mm === null || typeof mm.id !== 'string' || mm.id === '' || typeof mm.name !== 'string') return 'bad machine';
+    if (typeof mm.config !== 'object' || mm.config === null || Array.isArray(mm.config)) return 'bad machine config';
+    if (x.disks.some((d) => d.slot === undefined)) return 'a machine snapshot disk has no slot';
   }
   if (x.parent !== undefined && (typeof x.parent !== 'string' || !HEX64.test(x.parent))) return 'bad parent';
   return null;

@@ -1,11 +1,12 @@
-import { DEFAULT_CHUNK_SIZE, DEFAULT_FANOUT, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from './constants.js';
+import { DEFAULT_CHUNK_SIZE, DEFAULT_FANOUT, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, REPO_FORMAT_VERSION } from './constants.js';
 
 /**
  * The `config/config` object: plain JSON (it holds no secrets; it says whether keys are needed).
  * `chunkSize` and `fanout` are the defaults for new disks; each disk entry records its own.
  */
 export interface RepoConfig {
-  version: 1;
+  /** Format version: 2 (packs). */
+  version: 2;
   /** Random 128-bit repository id (hex). */
   id: string;
   created: string;
@@ -28,7 +29,8 @@ export function decodeRepoConfig(bytes: Uint8Array): RepoConfig | string {
     return 'config is not JSON';
   }
   if (typeof c !== 'object' || c === null) return 'config is not an object';
-  if (c.version !== 1) return `repository format version ${String(c.version)} is not supported`;
+  if ((c.version as number) === 1) return 'repository format version 1 (one file per chunk) is not supported by this build, which stores chunks in pack files (format 2); create a new repository with `repo init` and back up again (there is no converter)';
+  if (c.version !== REPO_FORMAT_VERSION) return `repository format version ${String(c.version)} is not supported`;
   if (c.encryption !== 'none' && c.encryption !== 'aes-256-gcm') return `encryption ${String(c.encryption)} is not supported`;
   if (c.compression !== 'none' && c.compression !== 'zstd') return `compression ${String(c.compression)} is not supported`;
   if (!isChunkSize(c.chunkSize)) return `chunk size ${String(c.chunkSize)} is invalid`;
@@ -39,7 +41,7 @@ export function decodeRepoConfig(bytes: Uint8Array): RepoConfig | string {
 
 export function newRepoConfig(id: string, opts: { encrypted: boolean; compression: 'none' | 'zstd'; chunkSize?: number; fanout?: number }): RepoConfig {
   return {
-    version: 1,
+    version: REPO_FORMAT_VERSION,
     id,
     created: new Date().toISOString(),
     encryption: opts.encrypted ? 'aes-256-gcm' : 'none',

@@ -1,9 +1,11 @@
 /**
  * The repository: typed, verified, deduplicated objects over a Backend.
  *
- * - `chunks`: one fixed-size piece of a disk (the last one of a disk may be shorter), named by digest.
+ * - chunks: one fixed-size piece of a disk (the last one of a disk may be shorter), named by digest.
  *   All-zero chunks are never stored: their digest is ZERO_DIGEST.
- * - `index`: index pages (src/repo/IndexPage.ts), the Merkle tree mapping chunk number -> digest.
+ * - index pages (src/repo/IndexPage.ts), the Merkle tree mapping chunk number -> digest.
+ *   Chunks and index pages are *blobs* stored many per pack file (src/repo/PackStore.ts), found
+ *   through `packindex` objects.
  * - `snapshots`: manifests (restore points), written last.
  * - `locks`: shared/exclusive locks (src/repo/Lock.ts).
  * - `keys`, `config`: plain JSON.
@@ -15,15 +17,17 @@ import { randomBytes } from 'node:crypto';
 import type { Backend, ObjectType } from '../backend/Backend.js';
 import { ObjectNotFoundError } from '../backend/errors.js';
 import { DEFAULT_ZSTD_LEVEL, ObjectKind, ZERO_DIGEST } from './constants.js';
-import { PassphraseMismatchError, RepositoryExistsError, RepositoryNotFoundError, UnsupportedRepositoryError, WrongPassphraseError } from './errors.js';
+import { CorruptObjectError, PassphraseMismatchError, RepositoryExistsError, RepositoryNotFoundError, UnsupportedRepositoryError, WrongPassphraseError } from './errors.js';
 import { createKeyFile, newMasterKey, openKeyFile, splitMasterKey, type ScryptParams } from './KeyFile.js';
 import { decodeObject, encodeObject, objectDigest, type RepoKeys } from './ObjectCodec.js';
 import { decodeRepoConfig, encodeRepoConfig, isChunkSize, isFanout, newRepoConfig, type RepoConfig } from './RepoConfig.js';
 import { UsageError } from '../errors.js';
 import { zstd } from './zstd.js';
 import { CodecPool } from './CodecPool.js';
+import type { BlobKind } from './PackFormat.js';
+import { PackStore } from './PackStore.js';
 
-export interface InitOptions extends Pick<OpenOptions, 'workers'> {
+export interface InitOptions extends Pick<OpenOptions, 'workers' | 'packSize'> {
   /** Encrypt the repository under this passphrase (`repo init --encrypt`). */
   passphrase?: string;
   /** Default chunk size for new disks (power of two, 4 KiB..4 MiB). */
@@ -43,6 +47,8 @@ export interface OpenOptions {
    * Call close() when done so the workers exit.
    */
   workers?: number;
+  /** Pack target size in bytes (default PACK_TARGET_SIZE, 16 MiB; tests use small packs). */
+  packSize?: number;
 }
 
 /** Counters of what this Repository instance stored (for stats and tests). */
@@ -54,16 +60,18 @@ export interface WriteStats {
   pageBytesWritten: number;
 }
 
-const KIND: Partial<Record<ObjectType, ObjectKind>> = { chunks: ObjectKind.chunk, index: ObjectKind.indexPage, snapshots: ObjectKind.manifest, locks: ObjectKind.lock };
-const KNOWN_CACHE_LIMIT = 1 << 20;
+const KIND: Partial<Record<ObjectType, ObjectKind>> = { chunks: ObjectKind.chunk, index: ObjectKind.indexPage, snapshots: ObjectKind.manifest, locks: ObjectKind.lock, packindex: ObjectKind.packIndex };
+
+const BLOB_KIND: Partial<Record<ObjectType, BlobKind>> = { chunks: ObjectKind.chunk, index: ObjectKind.indexPage };
 
 export class Repository {
   readonly stats: WriteStats = { chunksWritten: 0, chunkBytesWritten: 0, chunksDeduplicated: 0, pagesWritten: 0, pageBytesWritten: 0 };
   /**
-   * Digests known to be stored (bounded cache: saves `has` round trips during a backup). Valid only
-   * while a lock is held: runBackup clears it after taking its lock, prune after sweeping.
+   * Chunks and index pages: packs + pack indexes, and the in-memory map of what is stored. Its
+   * knowledge is valid only while a lock is held: runBackup resets it after taking its lock, prune
+   * after sweeping.
    */
-  private readonly known = new Set<string>();
+  readonly packs: PackStore;
   private readonly inflight = new Map<string, Promise<number>>();
   private readonly zstdLevel: number;
   private pool: CodecPool | null = null;
@@ -73,16 +81,30 @@ export class Repository {
     readonly config: RepoConfig,
     private readonly keys: RepoKeys | null,
     workers = 0,
+    packSize?: number,
   ) {
     this.zstdLevel = config.compression === 'zstd' && zstd ? DEFAULT_ZSTD_LEVEL : 0;
     if (workers > 0) this.pool = new CodecPool(workers, keys, this.zstdLevel);
+    this.packs = new PackStore(backend, keys, packSize);
   }
 
-  /** Stop the codec workers, if any. The repository stays usable (inline encoding). */
+  /**
+   * Make every chunk and page stored so far durable and indexed, then stop the codec workers, if any.
+   * The repository stays usable (inline encoding).
+   */
   async close(): Promise<void> {
     const p = this.pool;
     this.pool = null;
-    await p?.close();
+    try {
+      await this.packs.flush();
+    } finally {
+      await p?.close();
+    }
+  }
+
+  /** Make every chunk and index page stored so far durable and indexed (a manifest may then name them). */
+  flush(): Promise<void> {
+    return this.packs.flush();
   }
 
   /**
@@ -107,7 +129,7 @@ export class Repository {
     }
     // The config goes last: a repository is visible only once its key exists.
     if (!(await backend.put('config', 'config', encodeRepoConfig(config)))) throw new RepositoryExistsError(backend.location);
-    return new Repository(backend, config, keys, opts.workers);
+    return new Repository(backend, config, keys, opts.workers, opts.packSize);
   }
 
   /** Open an existing repository; an encrypted one needs its passphrase (WrongPassphraseError otherwise). */
@@ -120,11 +142,14 @@ export class Repository {
       throw err;
     }
     const config = decodeRepoConfig(raw);
-    if (typeof config === 'string') throw new UnsupportedRepositoryError(backend.location, config);
+    if (typeof config === 'string') {
+      if (config.startsWith('repository format version 1 ')) throw new UnsupportedRepositoryError(backend.location, config, 'there are no format-1 users to migrate: re-init the repository');
+      throw new UnsupportedRepositoryError(backend.location, config);
+    }
     if (config.compression === 'zstd' && !zstd) throw new UnsupportedRepositoryError(backend.location, 'the repository is zstd-compressed but the zstd-napi addon is not available');
     const encrypted = config.encryption !== 'none';
     if (encrypted !== (opts.passphrase !== undefined)) throw new PassphraseMismatchError(backend.location, encrypted);
-    if (!encrypted) return new Repository(backend, config, null, opts.workers);
+    if (!encrypted) return new Repository(backend, config, null, opts.workers, opts.packSize);
     for await (const name of backend.list('keys')) {
       let master: Buffer | null;
       try {
@@ -132,7 +157,7 @@ export class Repository {
       } catch {
         continue; // not a key file we understand; try the others
       }
-      if (master) return new Repository(backend, config, splitMasterKey(master), opts.workers);
+      if (master) return new Repository(backend, config, splitMasterKey(master), opts.workers, opts.packSize);
     }
     throw new WrongPassphraseError(backend.location);
   }
@@ -145,38 +170,52 @@ export class Repository {
     return this.backend.location;
   }
 
+  /** The repository's keys (null when unencrypted), for codecs that run beside it (prune, verify). */
+  get objectKeys(): RepoKeys | null {
+    return this.keys;
+  }
+
   /** The digest (object name) of `plain` in this repository. */
   digest(plain: Uint8Array): string {
     return objectDigest(plain, this.keys);
   }
 
   /**
-   * Store an object (chunks, index, snapshots, locks) under its digest unless it exists.
-   * Resolves its name and the bytes written (0 when it was already stored).
+   * Store an object under its digest unless it exists: chunks and index pages go into packs (durable
+   * at the next flush); a manifest (`snapshots`) first flushes, so it only ever names durable, indexed
+   * blobs; locks and pack indexes are objects of their own. Resolves its name and the bytes written
+   * (0 when it was already stored).
    */
   async putObject(type: ObjectType, plain: Uint8Array): Promise<{ name: string; written: number }> {
     const kind = KIND[type];
     if (!kind) throw new TypeError(`putObject: ${type} objects are not enveloped`);
     const name = this.digest(plain);
-    if (this.known.has(name)) return { name, written: 0 };
-    const key = `${type}/${name}`;
-    const pending = this.inflight.get(key);
+    const blobKind = BLOB_KIND[type];
+    if (blobKind) return { name, written: await this.putBlob(blobKind, name, () => encodeObject(kind, plain, { keys: this.keys, zstdLevel: this.zstdLevel })) };
+    if (type === 'snapshots') await this.packs.flush();
+    const bytes = encodeObject(kind, plain, { keys: this.keys, zstdLevel: this.zstdLevel });
+    return { name, written: (await this.backend.put(type, name, bytes)) ? bytes.length : 0 };
+  }
+
+  /** Add a blob to the open pack unless known; resolves the bytes added (0: known). */
+  private async putBlob(kind: BlobKind, name: string, encode: () => Buffer): Promise<number> {
+    await this.packs.ensureLoaded();
+    if (this.packs.has(kind, name)) return 0;
+    const k = `${kind}${name}`;
+    const pending = this.inflight.get(k);
     if (pending) {
-      await pending; // someone else is storing the same object: it is theirs to count
-      return { name, written: 0 };
+      await pending; // someone else is storing the same blob: it is theirs to count
+      return 0;
     }
     const p = (async () => {
-      if (await this.backend.has(type, name)) return 0;
-      const bytes = encodeObject(kind, plain, { keys: this.keys, zstdLevel: this.zstdLevel });
-      return (await this.backend.put(type, name, bytes)) ? bytes.length : 0;
+      const bytes = encode();
+      return (await this.packs.add(kind, name, bytes)) ? bytes.length : 0;
     })();
-    this.inflight.set(key, p);
+    this.inflight.set(k, p);
     try {
-      const written = await p;
-      if (type === 'chunks' || type === 'index') this.remember(name);
-      return { name, written };
+      return await p;
     } finally {
-      this.inflight.delete(key);
+      this.inflight.delete(k);
     }
   }
 
@@ -184,8 +223,22 @@ export class Repository {
   async getObject(type: ObjectType, name: string): Promise<Buffer> {
     const kind = KIND[type];
     if (!kind) throw new TypeError(`getObject: ${type} objects are not enveloped`);
-    const bytes = await this.backend.get(type, name);
-    return decodeObject({ location: this.backend.location, type, name }, kind, bytes, this.keys);
+    const blobKind = BLOB_KIND[type];
+    if (!blobKind) return decodeObject({ location: this.backend.location, type, name }, kind, await this.backend.get(type, name), this.keys);
+    let r;
+    try {
+      r = await this.packs.read(blobKind, name);
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError) throw new ObjectNotFoundError(this.backend.location, type, name); // its pack is gone
+      throw err;
+    }
+    if (!r) throw new ObjectNotFoundError(this.backend.location, type, name);
+    try {
+      return decodeObject({ location: this.backend.location, type, name }, kind, r.bytes, this.keys);
+    } catch (err) {
+      if (err instanceof CorruptObjectError && r.where) Object.assign(err.data, { pack: r.where.pack, offset: r.where.offset });
+      throw err;
+    }
   }
 
   /** Store a chunk (deduplicated); an all-zero chunk is not stored and yields ZERO_DIGEST. */
@@ -196,7 +249,15 @@ export class Repository {
   /** Like putChunk, also saying how many bytes were written (0: zero chunk or already present). */
   async storeChunk(data: Uint8Array): Promise<{ digest: string; written: number }> {
     if (isAllZero(data)) return { digest: ZERO_DIGEST, written: 0 };
-    const { name, written } = this.pool ? await this.putEncodedChunk(await this.pool.encode(data)) : await this.putObject('chunks', data);
+    let name: string;
+    let written: number;
+    if (this.pool) {
+      const enc = await this.pool.encode(data);
+      name = enc.digest;
+      written = await this.putBlob(ObjectKind.chunk, name, () => enc.bytes);
+    } else {
+      ({ name, written } = await this.putObject('chunks', data));
+    }
     if (written > 0) {
       this.stats.chunksWritten++;
       this.stats.chunkBytesWritten += written;
@@ -204,27 +265,6 @@ export class Repository {
       this.stats.chunksDeduplicated++;
     }
     return { digest: name, written };
-  }
-
-  /** Store a chunk encoded by a worker (same dedup rules as putObject). */
-  private async putEncodedChunk(enc: { digest: string; bytes: Buffer }): Promise<{ name: string; written: number }> {
-    const name = enc.digest;
-    if (this.known.has(name)) return { name, written: 0 };
-    const key = `chunks/${name}`;
-    const pending = this.inflight.get(key);
-    if (pending) {
-      await pending;
-      return { name, written: 0 };
-    }
-    const p = (async () => ((await this.backend.has('chunks', name)) ? 0 : (await this.backend.put('chunks', name, enc.bytes)) ? enc.bytes.length : 0))();
-    this.inflight.set(key, p);
-    try {
-      const written = await p;
-      this.remember(name);
-      return { name, written };
-    } finally {
-      this.inflight.delete(key);
-    }
   }
 
   /** Read a chunk, verified against its digest. ZERO_DIGEST reads as `zeroLength` zero bytes. */
@@ -243,14 +283,12 @@ export class Repository {
     return { digest: name, written };
   }
 
-  private remember(name: string): void {
-    if (this.known.size >= KNOWN_CACHE_LIMIT) this.known.clear();
-    this.known.add(name);
-  }
-
-  /** Forget cached knowledge of stored objects (after prune removed some). */
+  /**
+   * Forget cached knowledge of stored objects (after taking a lock: a prune may have run; after prune
+   * removed some). Blobs added but not flushed are discarded.
+   */
   forgetCache(): void {
-    this.known.clear();
+    this.packs.reset();
   }
 }
 

@@ -15,8 +15,14 @@ export const GCM_TAG_SIZE = 16;
 /** Largest plaintext an object may claim (guards decompression bombs and bogus lengths). */
 export const MAX_OBJECT_PLAIN = 64 * 1024 * 1024;
 
+/**
+ * Repository format version (config.version). 2: chunks and index pages live in pack files indexed by
+ * `packindex` objects. 1 (one file per chunk/page) is refused with a "re-initialise" message.
+ */
+export const REPO_FORMAT_VERSION = 2;
+
 /** What an envelope holds; binds bytes to their object type so a chunk cannot pose as an index page. */
-export const ObjectKind = { chunk: 1, indexPage: 2, manifest: 3, lock: 4 } as const;
+export const ObjectKind = { chunk: 1, indexPage: 2, manifest: 3, lock: 4, packHeader: 5, packIndex: 6 } as const;
 export type ObjectKind = (typeof ObjectKind)[keyof typeof ObjectKind];
 
 /** Index page magic: ASCII "TMIX". */
@@ -54,3 +60,44 @@ export const LOCK_STALE_MS = 30 * 60 * 1000;
 export const LOCK_REFRESH_MS = 5 * 60 * 1000;
 /** Prune never deletes unreferenced objects younger than this (see docs/design.md (repo section), "prune"). */
 export const PRUNE_GRACE_MS = 2 * 60 * 60 * 1000;
+
+/** Pack trailer magic: ASCII "TMPK" (the last 4 bytes of every pack file). */
+export const PACK_MAGIC = 0x4b504d54; // 'T' 'M' 'P' 'K' as u32 LE
+/** Pack header plaintext magic: ASCII "TMPH". */
+export const PACK_HEADER_MAGIC = 0x48504d54; // 'T' 'M' 'P' 'H'
+export const PACK_VERSION = 1;
+/** Pack trailer: u32 header envelope length + u32 magic. */
+export const PACK_TRAILER_SIZE = 8;
+/** Pack header plaintext: magic(4) version(1) reserved(3) count(4) reserved(4), then 40-byte entries. */
+export const PACK_HEADER_SIZE = 16;
+/** One header entry: kind(1) reserved(3) length(4) digest(32). */
+export const PACK_HEADER_ENTRY_SIZE = 40;
+/**
+ * A pack is closed once its blobs reach 16 MiB (restic's default pack size): one fsync per 16 MiB
+ * instead of two per 32 KiB chunk, few enough files for object storage, small enough that prune's
+ * repacking of a partly-dead pack stays cheap.
+ */
+export const PACK_TARGET_SIZE = 16 * 1024 * 1024;
+/** Packs being stored concurrently while the next one fills (memory: (1 + this) x PACK_TARGET_SIZE). */
+export const PACK_UPLOADS = 2;
+
+/** Pack index magic: ASCII "TMPI". */
+export const PACK_INDEX_MAGIC = 0x49504d54; // 'T' 'M' 'P' 'I'
+export const PACK_INDEX_VERSION = 1;
+/** Pack index plaintext header: magic(4) version(1) reserved(3) packCount(4) reserved(4). */
+export const PACK_INDEX_HEADER_SIZE = 16;
+/** Per pack: id(32) entryCount(4) reserved(4). */
+export const PACK_INDEX_PACK_SIZE = 40;
+/** Per blob: digest(32) kind(1) reserved(3) offset(4) length(4). */
+export const PACK_INDEX_ENTRY_SIZE = 44;
+/** A pack index object lists at most this many blobs (44 B each: <= 11.5 MiB, under MAX_OBJECT_PLAIN). */
+export const PACK_INDEX_MAX_ENTRIES = 256 * 1024;
+/**
+ * A backup writes a pack index object once this many packs are unindexed (and at its end). 1: every
+ * durable pack is indexed right away (one more small durable put per 16 MiB), so a killed backup leaves
+ * all its stored packs indexed and the next run deduplicates against them; prune merges the many small
+ * pack index objects into few.
+ */
+export const PACK_INDEX_EVERY_PACKS = 1;
+/** Prune repacks a pack when at least this fraction of its blob bytes is unreferenced (and old). */
+export const PRUNE_REPACK_UNUSED = 0.2;

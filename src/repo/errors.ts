@@ -43,8 +43,8 @@ export class RepositoryExistsError extends TidemarkError {
 
 /** A repository format this build does not understand (newer version, unknown compression...). */
 export class UnsupportedRepositoryError extends TidemarkError {
-  constructor(location: string, detail: string) {
-    super('E_UNSUPPORTED', `${location}: ${detail}; upgrade Tidemark to use this repository`, { location }, ExitCode.UNSUPPORTED);
+  constructor(location: string, detail: string, hint = 'upgrade Tidemark to use this repository') {
+    super('E_UNSUPPORTED', `${location}: ${detail}; ${hint}`, { location }, ExitCode.UNSUPPORTED);
   }
 }
 

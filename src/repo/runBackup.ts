@@ -1,7 +1,7 @@
 /**
  * runBackup: one restore point = back up each disk, then commit the manifest — under a shared lock.
  * The write order is the repository's core invariant: chunks -> index pages (bottom-up, inside
- * backupDevice) -> manifest. If anything fails or the process dies before the manifest is stored, no
+ * backupDevice), both into packs -> packs durable -> pack index durable -> manifest. If anything fails or the process dies before the manifest is stored, no
  * snapshot becomes visible; what was written is unreferenced garbage that prune removes later.
  *
  * Incrementals (disks with changedRanges) must name their `parent` snapshot, which must still exist
@@ -62,8 +62,13 @@ export async function runBackup(repo: Repository, opts: RunBackupOptions): Promi
     const m: Manifest = { version: 1, time, host: opts.host ?? hostname(), source: opts.source, disks, stats: total };
     if (opts.parent) m.parent = opts.parent;
     if (opts.tags) m.tags = opts.tags;
+    // saveManifest -> putObject('snapshots') first flushes the packs: every blob the manifest names is
+    // durable and indexed before the manifest is written.
     const id = await saveManifest(repo, m);
     return { ...m, id };
+  } catch (err) {
+    await repo.packs.abort(); // nothing unflushed survives a failed backup (it would be garbage anyway)
+    throw err;
   } finally {
     await lock?.release();
   }

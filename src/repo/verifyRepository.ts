@@ -4,21 +4,27 @@
  * 1. Load every manifest (verified by digest).
  * 2. Walk every disk's index tree once per distinct page (shared pages are read once), verifying each
  *    page and collecting the chunks the leaves reference.
- * 3. Check each referenced chunk: present (one listing of `chunks`), or with `readData` read and
- *    verified in full.
+ * 0. Load every pack index (an unreadable one is a problem of type `packindex`).
+ * 3. Check each referenced chunk: indexed and its pack present (one listing of `packs`), or with
+ *    `readData` read every pack holding referenced chunks once, decode and verify each referenced
+ *    blob (digest, AES-GCM tag) and check the pack's hash.
  * 4. Attribute every bad object to each snapshot that reaches it (memoised over the page graph), so
  *    the report says which restore points are affected.
  * Unreferenced objects are not errors (garbage from interrupted backups; prune removes them).
  */
 import { ObjectNotFoundError } from '../backend/errors.js';
-import { ZERO_DIGEST } from './constants.js';
+import { ObjectKind, ZERO_DIGEST } from './constants.js';
+import { decodeObject } from './ObjectCodec.js';
+import { packId } from './PackFormat.js';
+import type { BlobLocation } from './PackStore.js';
 import { CorruptObjectError } from './errors.js';
 import { readIndexPage, treeDepth } from './IndexTree.js';
 import { loadManifest, type Snapshot } from './Manifest.js';
 import type { Repository } from './Repository.js';
 
 export interface VerifyProblem {
-  type: 'snapshots' | 'index' | 'chunks';
+  /** `packs`: a pack whose bytes no longer hash to its name (damage outside any referenced blob); `packindex`: an unreadable pack index. */
+  type: 'snapshots' | 'index' | 'chunks' | 'packs' | 'packindex';
   name: string;
   problem: 'missing' | 'corrupt';
   message: string;
@@ -51,6 +57,11 @@ export async function verifyRepository(repo: Repository, opts: VerifyOptions = {
     if (!missing && !(err instanceof CorruptObjectError)) throw err; // an operational failure, not damage
     problems.set(`${type}/${name}`, { type, name, problem: missing ? 'missing' : 'corrupt', message: (err as Error).message, snapshots: [] });
   };
+
+  // 0. pack indexes (an unreadable one makes its blobs look missing; reported itself too)
+  repo.forgetCache();
+  await repo.packs.ensureLoaded();
+  for (const p of repo.packs.indexProblems) record('packindex', p.name, p.error);
 
   // 1. manifests
   const snapshots: Snapshot[] = [];
@@ -85,28 +96,57 @@ export async function verifyRepository(repo: Repository, opts: VerifyOptions = {
   };
   for (const s of snapshots) for (const d of s.disks) await walk(d.indexRoot, treeDepth(d), d.fanout);
 
-  // 3. chunks
+  // 3. chunks: indexed, in a pack that exists; with readData each pack holding referenced chunks is
+  //    read once, its hash checked, and every referenced blob in it decoded (digest / AES-GCM tag).
   let bytesRead = 0;
+  const present = new Set<string>();
+  for await (const name of repo.backend.list('packs')) present.add(name);
+  const byPack = new Map<string, BlobLocation[]>();
+  for (const c of chunks) {
+    const loc = repo.packs.locate(ObjectKind.chunk, c);
+    if (!loc || !present.has(loc.pack)) {
+      record('chunks', c, new ObjectNotFoundError(repo.location, 'chunks', c));
+      continue;
+    }
+    if (!opts.readData) continue;
+    const list = byPack.get(loc.pack) ?? [];
+    list.push(loc);
+    byPack.set(loc.pack, list);
+  }
   if (opts.readData) {
-    const list = [...chunks];
+    const packs = [...byPack];
     let next = 0;
     let done = 0;
     const worker = async (): Promise<void> => {
-      while (next < list.length) {
-        const c = list[next++];
+      while (next < packs.length) {
+        const [id, locs] = packs[next++];
+        let bytes: Buffer;
         try {
-          bytesRead += (await repo.getChunk(c)).length;
+          bytes = await repo.backend.get('packs', id);
         } catch (err) {
-          record('chunks', c, err);
+          if (!(err instanceof ObjectNotFoundError)) throw err;
+          for (const l of locs) record('chunks', l.digest, new ObjectNotFoundError(repo.location, 'chunks', l.digest));
+          continue;
         }
-        opts.onProgress?.({ phase: 'chunks', done: ++done, total: list.length });
+        bytesRead += bytes.length;
+        let damagedBlobs = 0;
+        for (const l of locs) {
+          try {
+            decodeObject({ location: repo.location, type: 'chunks', name: l.digest }, ObjectKind.chunk, bytes.subarray(l.offset, l.offset + l.length), repo.objectKeys);
+          } catch (err) {
+            if (err instanceof CorruptObjectError) Object.assign(err.data, { pack: id, offset: l.offset });
+            record('chunks', l.digest, err);
+            damagedBlobs++;
+          }
+        }
+        const known = (repo.packs.indexedPacks.get(id) ?? []).some((e) => problems.has(`${e.kind === ObjectKind.chunk ? 'chunks' : 'index'}/${e.digest}`));
+        if (damagedBlobs === 0 && !known && packId(bytes) !== id) {
+          record('packs', id, new CorruptObjectError(repo.location, 'packs', id, 'pack content does not hash to its name (damage outside the referenced chunks: header or unreferenced blobs)'));
+        }
+        opts.onProgress?.({ phase: 'chunks', done: (done += locs.length), total: chunks.size });
       }
     };
-    await Promise.all(Array.from({ length: concurrency }, worker));
-  } else {
-    const present = new Set<string>();
-    for await (const name of repo.backend.list('chunks')) present.add(name);
-    for (const c of chunks) if (!present.has(c)) record('chunks', c, new ObjectNotFoundError(repo.location, 'chunks', c));
+    await Promise.all(Array.from({ length: Math.min(concurrency, 2) }, worker));
   }
 
   // 4. attribute damage to snapshots

@@ -92,6 +92,8 @@ export class VhdxDevice implements BlockDevice {
   private closed = false;
   private readonly mutex = new Mutex();
   private touched = false;
+  /** The session's DataWriteGuid has been written to the header (before the first data change). */
+  private dataAnnounced = false;
   private needSync = false;
   private readonly dirtyBat = new Set<number>();
   private readonly bitmaps = new Map<number, Buffer>();
@@ -666,12 +668,17 @@ export class VhdxDevice implements BlockDevice {
     await this.log.commit(writes, flushed, this.fileEnd, publish);
   }
 
-  /** First modification of this open: new FileWriteGuid, the announced DataWriteGuid, this session's LogGuid. */
-  private async beginWrite(): Promise<void> {
-    if (this.touched) return;
+  /**
+   * First modification of this open: new FileWriteGuid and the announced DataWriteGuid. With `data` false
+   * (a metadata-only change such as relinkVhdx's parent locator) the DataWriteGuid stays: the content a
+   * reader sees, and so every child's parent_linkage, is unchanged. A later data write still announces it.
+   */
+  private async beginWrite(data = true): Promise<void> {
+    if (this.touched && (this.dataAnnounced || !data)) return;
     if (this.header.logLength < 2 * LOG_SECTOR_SIZE) throw new VhdxUnsupportedError(this.path, 'writing to a VHDX without a log');
-    await this.writeHeader({ fileWriteGuid: this.sessionFileWriteGuid, dataWriteGuid: this.nextDataWriteGuid });
+    await this.writeHeader({ fileWriteGuid: this.sessionFileWriteGuid, ...(data ? { dataWriteGuid: this.nextDataWriteGuid } : {}) });
     this.touched = true;
+    if (data) this.dataAnnounced = true;
   }
 
   /**
@@ -736,11 +743,14 @@ export class VhdxDevice implements BlockDevice {
     return this.sectorRuns(b, pos, n);
   }
 
-  /** @internal Run `fn` under the mutation lock after the first-write header update (resize). */
-  async mutate<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * @internal Run `fn` under the mutation lock after the first-write header update (resize). With
+   * `metadataOnly` the DataWriteGuid is kept (relinkVhdx: only the parent locator changes).
+   */
+  async mutate<T>(fn: () => Promise<T>, opts: { metadataOnly?: boolean } = {}): Promise<T> {
     this.assertWritable();
     return this.mutex.run(async () => {
-      await this.beginWrite();
+      await this.beginWrite(!opts.metadataOnly);
       await this.flushLocked();
       return fn();
     });

@@ -59,6 +59,13 @@ export interface RefpointRecord {
   configHash: string;
   exportDir: string;
   disks: RefpointDisk[];
+  /**
+   * Set when a repository backup (`tidemark backup <vm> --repo R`) made this reference point instead of
+   * an export: the repository (its config id names the chain; location for people) and the snapshot
+   * holding the disks at these RCT IDs. `exportDir` is then the repository location and each disk's
+   * `exportFile` is empty (no export file: an export `--since` it falls back to full).
+   */
+  repo?: { id: string; location: string; snapshot: string };
 }
 
 export interface CheckpointRecord {

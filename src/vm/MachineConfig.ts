@@ -23,6 +23,16 @@ export interface NetworkAdapter {
   mac: string;
 }
 
+/**
+ * Host executables run around a production checkpoint when the guest agent does not answer
+ * (src/checkpoint/quiesce.ts): `freeze` before the fork, `thaw` after it (always, once `freeze`
+ * succeeded). Absolute paths; `thaw` requires `freeze`.
+ */
+export interface MachineHooks {
+  freeze?: string;
+  thaw?: string;
+}
+
 export interface MachineConfig {
   schema: typeof CONFIG_SCHEMA;
   cpus: number;
@@ -31,6 +41,8 @@ export interface MachineConfig {
   disks: DiskSlot[];
   network: NetworkAdapter[];
   notes: string;
+  /** Optional (absent when none is configured). */
+  hooks?: MachineHooks;
 }
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -68,15 +80,36 @@ export function validateConfig(v: unknown, where: string): MachineConfig {
     });
   }
   if (typeof v.notes !== 'string' || v.notes.length > 64 * 1024) p.push('notes must be a string of at most 65536 characters');
-  const extra = Object.keys(v).filter((k) => !['schema', 'cpus', 'memoryMiB', 'disks', 'network', 'notes'].includes(k));
+  let hooks: MachineHooks | undefined;
+  if (v.hooks !== undefined) {
+    const h = v.hooks;
+    if (!isObj(h)) p.push('hooks must be an object {freeze?: path, thaw?: path}');
+    else {
+      hooks = {};
+      for (const k of ['freeze', 'thaw'] as const) {
+        const path = h[k];
+        if (path === undefined) continue;
+        if (typeof path !== 'string' || !path.startsWith('/') || path.length > 4096 || path.includes('\0')) p.push(`hooks.${k} must be an absolute path of at most 4096 characters`);
+        else hooks[k] = path;
+      }
+      const unknown = Object.keys(h).filter((k) => k !== 'freeze' && k !== 'thaw');
+      if (unknown.length) p.push(`hooks: unknown field(s): ${unknown.join(', ')}`);
+      if (h.thaw !== undefined && h.freeze === undefined) p.push('hooks.thaw needs hooks.freeze (a thaw hook alone would never run)');
+    }
+  }
+  const extra = Object.keys(v).filter((k) => !['schema', 'cpus', 'memoryMiB', 'disks', 'network', 'notes', 'hooks'].includes(k));
   if (extra.length) p.push(`unknown field(s): ${extra.join(', ')}`);
   if (p.length) throw new ConfigInvalidError(where, p);
-  return { schema: CONFIG_SCHEMA, cpus: v.cpus as number, memoryMiB: v.memoryMiB as number, disks: disks.sort((a, b) => a.slot - b.slot), network, notes: v.notes as string };
+  return {
+    schema: CONFIG_SCHEMA, cpus: v.cpus as number, memoryMiB: v.memoryMiB as number, disks: disks.sort((a, b) => a.slot - b.slot), network, notes: v.notes as string,
+    ...(hooks && (hooks.freeze !== undefined || hooks.thaw !== undefined) ? { hooks } : {}),
+  };
 }
 
 /**
  * SHA-256 of the configuration with disk paths replaced by slot numbers (paths change with every
- * checkpoint; the hash names what the guest sees: CPUs, memory, disk slots, network, notes).
+ * checkpoint; the hash names what the guest sees: CPUs, memory, disk slots, network, notes; not the
+ * host-side hooks).
  */
 export function configHash(c: MachineConfig): string {
   const canon = { schema: c.schema, cpus: c.cpus, memoryMiB: c.memoryMiB, disks: c.disks.map((d) => d.slot), network: c.network, notes: c.notes };

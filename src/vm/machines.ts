@@ -15,7 +15,7 @@ import { enableTracking } from '../rct/enableTracking.js';
 import { Inventory, resolveHome, type GroupRecord, type Holder, type InventoryState, type MachineRecord } from './Inventory.js';
 import { CONFIG_SCHEMA, validateConfig, type MachineConfig } from './MachineConfig.js';
 import { VmBusyError, VmExistsError, VmNotFoundError } from './errors.js';
-import { recoverMachine, liveHolder } from '../checkpoint/recover.js';
+import { recoverMachine, liveHolder, runnerHolder } from '../checkpoint/recover.js';
 
 /** `--disk` argument: a size in bytes (create a dynamic VHDX with RCT) or an existing disk path. */
 export type DiskSpec = { size: number } | { path: string };
@@ -170,7 +170,7 @@ export async function setMachine(home: string, ref: string, o: SetMachineOptions
   return Inventory.transact(home, async (state) => {
     const m = findMachine(state, ref);
     await recoverMachine(m);
-    const h = liveHolder(m);
+    const h = liveHolder(m) ?? runnerHolder(m);
     if (h) throw new VmBusyError(m.name, `${h.command} (PID ${h.pid}) since ${h.since}`);
     const next: MachineConfig = structuredClone(m.config);
     if (o.name !== undefined && o.name !== m.name) {
@@ -208,7 +208,7 @@ export async function removeMachine(home: string, ref: string, opts: { keepFiles
   return Inventory.transact(home, async (state) => {
     const m = findMachine(state, ref);
     await recoverMachine(m);
-    const h = liveHolder(m);
+    const h = liveHolder(m) ?? runnerHolder(m);
     if (h) throw new VmBusyError(m.name, `${h.command} (PID ${h.pid}) since ${h.since}`);
     state.machines = state.machines.filter((x) => x !== m);
     for (const g of state.groups) g.members = g.members.filter((id) => id !== m.id);
@@ -223,15 +223,18 @@ export async function view(m: MachineRecord): Promise<MachineView> {
     const info = await diskInfo(d.path).catch(() => undefined);
     disks.push({ slot: d.slot, path: d.path, size: info?.size ?? -1, format: info ? info.format : 'missing' });
   }
+  // Running (the runner lives) and/or held (a live job reads a backup checkpoint, also of a running machine).
   const h = liveHolder(m);
   const holding = m.checkpoints.find((c) => c.holder && c.holder === h);
+  const held = h && holding ? { holder: { ...h, checkpoint: holding.id } } : {};
+  const rt = runnerHolder(m) && m.runtime;
   return {
     id: m.id,
     name: m.name,
     dir: m.dir,
-    status: m.runtime && h && h.pid === m.runtime.pid
-      ? { state: m.runtime.qemuPid ? 'running' : 'starting', runtime: { pid: m.runtime.pid, ...(m.runtime.qemuPid ? { qemuPid: m.runtime.qemuPid } : {}), since: m.runtime.since, console: m.runtime.console } }
-      : h && holding ? { state: 'held', holder: { ...h, checkpoint: holding.id } } : { state: 'off' },
+    status: rt
+      ? { state: rt.qemuPid ? 'running' : 'starting', runtime: { pid: rt.pid, ...(rt.qemuPid ? { qemuPid: rt.qemuPid } : {}), since: rt.since, console: rt.console }, ...held }
+      : h && holding ? { state: 'held', ...held } : { state: 'off' },
     config: m.config,
     disks,
     checkpoints: m.checkpoints.map((c) => ({ id: c.id, name: c.name, type: c.type, createdAt: c.createdAt })),

@@ -9,19 +9,24 @@
  * SIGTERM, which makes it flush and quit), the runner closes the NBD server (drain, flush, close disks,
  * release locks) and clears `runtime`. A runner killed outright leaves `runtime` with a dead PID: the
  * next command clears it (the disk locks died with it; the tracking files record an unclean session and
- * RCT widens its answers accordingly). While it runs, the machine cannot be changed, checkpointed or
- * exported (online checkpoints are not implemented).
+ * RCT widens its answers accordingly). While it runs, the machine can be checkpointed, exported and
+ * have checkpoints removed online: the runner listens on `<machine dir>/runner.ctl` (runnerControl.ts)
+ * and forks/merges its disks under a running guest (RunnerDisks.ts); it cannot be changed (vm set,
+ * checkpoint apply, vm remove: stop it first).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TidemarkError, UsageError } from '../errors.js';
-import { serveDisks, type DiskServer } from '../nbd/serveDisks.js';
-import { liveHolder, pidAlive, recoverMachine } from '../checkpoint/recover.js';
+import { finishRemoval, liveHolder, pidAlive, recoverMachine, runnerHolder } from '../checkpoint/recover.js';
+import { reconcileRunner } from '../checkpoint/runnerLink.js';
+import { RunnerDisks, type ForkRequest, type MergeRequest } from './RunnerDisks.js';
+import { startRunnerControl, type RunnerConnection } from './runnerControl.js';
 import { Inventory } from './Inventory.js';
 import { findMachine, view, type MachineView } from './machines.js';
 import { VmBusyError } from './errors.js';
+import { guestAgentSocket } from './GuestAgent.js';
 
 export interface BootOptions {
   /** Direct kernel boot (no firmware disk boot without them: the guest boots from disk 0 via SeaBIOS). */
@@ -58,6 +63,11 @@ export function qemuCommandLine(m: MachineView, socket: string, consoleLog: stri
     if (n.mode === 'none') return;
     args.push('-netdev', `user,id=net${i}`, '-device', `virtio-net-pci,netdev=net${i},mac=${n.mac}`);
   });
+  // The guest agent channel: a virtio-serial port named org.qemu.guest_agent.0 (where qemu-ga looks)
+  // behind a unix socket QEMU listens on without waiting for a client (src/vm/GuestAgent.ts).
+  const qga = guestAgentSocket(m.dir).replace(/,/g, ',,');
+  args.push('-chardev', `socket,id=qga0,path=${qga},server=on,wait=off`,
+    '-device', 'virtio-serial-pci,id=vserial0', '-device', 'virtserialport,bus=vserial0.0,chardev=qga0,name=org.qemu.guest_agent.0');
   args.push(...(boot.qemuArgs ?? []));
   return args;
 }
@@ -70,21 +80,29 @@ export async function runMachine(home: string, ref: string, boot: BootOptions): 
   const m0 = await Inventory.transact(home, async (state) => {
     const m = findMachine(state, ref);
     await recoverMachine(m);
-    const h = liveHolder(m);
+    const h = liveHolder(m) ?? runnerHolder(m);
     if (h) throw new VmBusyError(m.name, `${h.command} (PID ${h.pid}) since ${h.since}`);
-    if (m.checkpoints.length) throw new UsageError(`machine ${m.name} has checkpoints; running a machine with checkpoints is not supported yet (remove them first)`);
     if (!m.config.disks.length) throw new UsageError(`machine ${m.name} has no disks`);
     m.runtime = { pid: process.pid, since: new Date().toISOString(), socket: join(m.dir, 'nbd.sock'), console: join(m.dir, 'console.log') };
-    return view(m);
+    // With checkpoints the guest writes the newest children; the frozen images under them are held shared.
+    const ancestors = m.config.disks.map((d) => ({ slot: d.slot, path: d.path, ancestors: m.checkpoints.map((c) => c.disks.find((x) => x.slot === d.slot)?.parent).filter((p): p is string => !!p) }));
+    return { view: await view(m), ancestors };
   });
-  const id = m0.id;
-  const socket = join(m0.dir, 'nbd.sock');
-  const consoleLog = join(m0.dir, 'console.log');
-  let server: DiskServer | undefined;
+  const id = m0.view.id;
+  const socket = join(m0.view.dir, 'nbd.sock');
+  const consoleLog = join(m0.view.dir, 'console.log');
+  let disks: RunnerDisks | undefined;
   let qemu: ChildProcess | undefined;
-  const clear = () => Inventory.transact(home, (state) => {
+  let markReady!: (d: RunnerDisks | undefined) => void;
+  const ready = new Promise<RunnerDisks | undefined>((r) => (markReady = r));
+  const control = await startRunnerControl(m0.view.dir, async (req, conn) => runnerOp(await ready, req, conn));
+  const clear = () => Inventory.transact(home, async (state) => {
     const m = state.machines.find((x) => x.id === id);
-    if (m?.runtime?.pid === process.pid) delete m.runtime;
+    if (m?.runtime?.pid !== process.pid) return;
+    delete m.runtime;
+    // Our disks are closed: reconcile the journal with the inventory (a CLI that died after a fork or a
+    // merge left them apart) and drop it when they agree.
+    await reconcileRunner(m, finishRemoval).catch((err) => process.stderr.write(`tidemark: reconciling ${m.name}: ${(err as Error).message}\n`));
   });
   let stopping = false;
   const onSignal = () => {
@@ -97,8 +115,12 @@ export async function runMachine(home: string, ref: string, boot: BootOptions): 
   try {
     await rm(socket, { force: true });
     await (await open(consoleLog, 'w')).close();
-    server = await serveDisks({ disks: m0.config.disks.map((d) => d.path), names: m0.config.disks.map((d) => `disk${d.slot}`), listen: { path: socket } });
-    const q = spawn('qemu-system-x86_64', qemuCommandLine(m0, socket, consoleLog, boot), { stdio: ['ignore', 'ignore', 'pipe'] });
+    try {
+      disks = await RunnerDisks.serve(m0.view.dir, m0.ancestors, socket);
+    } finally {
+      markReady(disks);
+    }
+    const q = spawn('qemu-system-x86_64', qemuCommandLine(m0.view, socket, consoleLog, boot), { stdio: ['ignore', 'ignore', 'pipe'] });
     qemu = q;
     let qerr = '';
     q.stderr!.setEncoding('utf8').on('data', (s: string) => (qerr = (qerr + s).slice(-4000)));
@@ -117,11 +139,44 @@ export async function runMachine(home: string, ref: string, boot: BootOptions): 
     if (code !== 0 && !stopping) process.stderr.write(`tidemark: qemu-system-x86_64 exited ${code}: ${qerr.trim()}\n`);
     return code;
   } finally {
-    await server?.close().catch(() => undefined);
+    await disks?.close().catch((err) => process.stderr.write(`tidemark: closing the disks: ${(err as Error).message}\n`));
     await rm(socket, { force: true });
     await clear();
+    await control.close();
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
+  }
+}
+
+/** One request on the runner's control socket (see runnerControl.ts). */
+async function runnerOp(disks: RunnerDisks | undefined, req: Record<string, unknown>, conn: RunnerConnection & { pauses?: Array<() => void> }): Promise<unknown> {
+  if (!disks) throw new TidemarkError('E_RUNNER_STOPPED', 'the machine has stopped (its disks could not be served)', {});
+  const slotsOf = (v: unknown): Array<Record<string, unknown>> => {
+    if (!Array.isArray(v) || !v.every((x) => x && typeof x === 'object' && Number.isSafeInteger((x as { slot: unknown }).slot))) throw new UsageError('runner request: "slots" must be an array of {slot, ...}');
+    return v as Array<Record<string, unknown>>;
+  };
+  switch (req.op) {
+    case 'state':
+      return disks.state();
+    case 'pause': {
+      const resume = await disks.pauseAll();
+      (conn.pauses ??= []).push(resume);
+      conn.onClose(resume);
+      return {};
+    }
+    case 'resume':
+      for (const r of (conn.pauses ?? []).splice(0)) r();
+      return {};
+    case 'fork':
+      slotsOf(req.slots);
+      return disks.fork(req as unknown as ForkRequest);
+    case 'merge':
+      slotsOf(req.slots);
+      if (typeof req.checkpointId !== 'string') throw new UsageError('runner request: "checkpointId" must be a string');
+      await disks.merge(req as unknown as MergeRequest);
+      return {};
+    default:
+      throw new UsageError(`runner request: unknown op ${JSON.stringify(req.op)}`);
   }
 }
 
@@ -133,7 +188,7 @@ export async function startMachine(home: string, ref: string, boot: BootOptions,
   const m = await Inventory.transact(home, async (state) => {
     const x = findMachine(state, ref);
     await recoverMachine(x);
-    const h = liveHolder(x);
+    const h = liveHolder(x) ?? runnerHolder(x);
     if (h) throw new VmBusyError(x.name, `${h.command} (PID ${h.pid}) since ${h.since}`);
     return { id: x.id, dir: x.dir, name: x.name };
   });

@@ -36,6 +36,22 @@ export function backendContract(label: string, make: BackendFactory): void {
     assert.ok(Math.abs(st.mtimeMs - Date.now()) < 60_000, 'mtime is the time of the put');
   });
 
+  test(`${label}: getRange reads a slice of a pack; missing object is ObjectNotFoundError`, async (t) => {
+    const b = await make(t);
+    const data = randomBytes(3 << 20);
+    assert.equal(await b.put('packs', hex(data), data), true);
+    assert.ok(b.getRange, 'implements getRange (packs are read a blob at a time)');
+    assert.deepEqual(await b.getRange!('packs', hex(data), 0, 10), data.subarray(0, 10));
+    assert.deepEqual(await b.getRange!('packs', hex(data), 2_000_001, 1_000_000), data.subarray(2_000_001, 3_000_001));
+    assert.deepEqual(await b.getRange!('packs', hex(data), data.length - 5, 100), data.subarray(data.length - 5), 'short at the end of the object');
+    assert.equal((await b.getRange!('packs', hex(data), 7, 0)).length, 0);
+    await assert.rejects(b.getRange!('packs', 'aa00', 0, 1), (e) => e instanceof ObjectNotFoundError && /packs\/aa00/.test(e.message));
+    await assert.rejects(b.getRange!('packs', '../x', 0, 1), InvalidObjectNameError);
+    const names = [];
+    for await (const n of b.list('packs')) names.push(n);
+    assert.deepEqual(names, [hex(data)]);
+  });
+
   test(`${label}: put never overwrites an existing object`, async (t) => {
     const b = await make(t);
     assert.equal(await b.put('snapshots', 'abc123', Buffer.from('first')), true);

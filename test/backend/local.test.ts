@@ -48,7 +48,7 @@ test('LocalBackend: ENOSPC on a real 1 MiB tmpfs leaves no partial object and th
   const err = await fillUntilFull(b);
   assert.ok(err instanceof NoSpaceError, `expected NoSpaceError, got ${String(err)}`);
   assert.equal(err.code, 'E_NO_SPACE');
-  assert.match(err.message, /no space left while storing chunks\/.*free some space/);
+  assert.match(err.message, /^repository .* is out of space; free space or prune \(while storing chunks\//);
   // Every object that exists is whole; the failed one does not exist; no temp file is left.
   const failed = (err.data as { name: string }).name;
   assert.equal(await b.has('chunks', failed), false);

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { open, readdir } from 'node:fs/promises';
+import { LocalBackend } from '../../src/backend/LocalBackend.js';
+import { ObjectKind } from '../../src/repo/constants.js';
+import { PackStore } from '../../src/repo/PackStore.js';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,9 +12,12 @@ import { cli, cliJson, cliSpawn, sha256File, type BackupJson } from './helpers.j
 
 const MiB = 1 << 20;
 
+/** Chunks durably stored and indexed (pack index objects; the repository is unencrypted). */
 async function countChunks(repo: string): Promise<number> {
+  const store = new PackStore(new LocalBackend(repo), null);
+  await store.ensureLoaded();
   let n = 0;
-  for (const d of await readdir(join(repo, 'chunks')).catch(() => [] as string[])) n += (await readdir(join(repo, 'chunks', d)).catch(() => [] as string[])).length;
+  for (const entries of store.indexedPacks.values()) n += entries.filter((e) => e.kind === ObjectKind.chunk).length;
   return n;
 }
 

@@ -14,8 +14,9 @@ import { Repository } from '../../src/repo/Repository.js';
 import { restoreDevice } from '../../src/repo/restoreDevice.js';
 import { runBackup } from '../../src/repo/runBackup.js';
 import { verifyRepository } from '../../src/repo/verifyRepository.js';
+import { prune } from '../../src/repo/prune.js';
 import { tempDir } from '../helpers/tools.js';
-import { deviceHash, initRepo, objectNames, rng } from './helpers.js';
+import { deviceHash, flipBlobByte, initRepo, locateBlob, objectNames, rng } from './helpers.js';
 
 const MiB = 1024 * 1024;
 const source = { id: 'vm-1', name: 'test vm' };
@@ -93,9 +94,9 @@ test('a synthetic full (changed ranges whose content is already stored) writes o
   const s2 = await runBackup(repo, { source, parent: s1.id, disks: [{ name: 'disk0', device: dev, previous: s1.disks[0], changedRanges: [{ offset: 4 * MiB + 16384 * 3, length: 16384 * 2 }] }] });
   // Revert: the guest writes the old content back; RCT reports the range changed.
   await dev.write(4 * MiB + 16384 * 3, original.subarray(16384 * 3, 16384 * 5));
-  const before = { chunks: await objectNames(backend, 'chunks'), index: await objectNames(backend, 'index'), snaps: await objectNames(backend, 'snapshots') };
+  const before = { chunks: await objectNames(repo, 'chunks'), index: await objectNames(repo, 'index'), snaps: await objectNames(repo, 'snapshots') };
   const s3 = await runBackup(repo, { source, parent: s2.id, disks: [{ name: 'disk0', device: dev, previous: s2.disks[0], changedRanges: [{ offset: 4 * MiB + 16384 * 3, length: 16384 * 2 }] }] });
-  const after = { chunks: await objectNames(backend, 'chunks'), index: await objectNames(backend, 'index'), snaps: await objectNames(backend, 'snapshots') };
+  const after = { chunks: await objectNames(repo, 'chunks'), index: await objectNames(repo, 'index'), snaps: await objectNames(repo, 'snapshots') };
   assert.equal(after.chunks.size, before.chunks.size, 'no chunk written');
   assert.equal(after.snaps.size, before.snaps.size + 1, 'one manifest');
   // The reverted tree IS the first tree: every page already exists, nothing new at all.
@@ -107,11 +108,11 @@ test('a synthetic full (changed ranges whose content is already stored) writes o
   // Copy existing content somewhere new: chunks dedup, only the leaf + path to the root are written.
   await dev.write(12 * MiB, original.subarray(0, 16384));
   const s4 = await runBackup(repo, { source, parent: s3.id, disks: [{ name: 'disk0', device: dev, previous: s3.disks[0], changedRanges: [{ offset: 12 * MiB, length: 16384 }] }] });
-  const final = await objectNames(backend, 'index');
+  const final = await objectNames(repo, 'index');
   assert.equal(s4.stats?.chunksWritten, 0);
   assert.equal(final.size - after.index.size, treeDepth(s4.disks[0]) + 1);
   assert.equal(s4.stats?.pagesWritten, treeDepth(s4.disks[0]) + 1);
-  assert.equal((await objectNames(backend, 'chunks')).size, after.chunks.size);
+  assert.equal((await objectNames(repo, 'chunks')).size, after.chunks.size);
 });
 
 /** A device that fails its Nth read (a crash or an I/O error mid-backup). */
@@ -133,7 +134,8 @@ function failingAfter(dev: BlockDevice, reads: number): BlockDevice {
 
 test('an interrupted backup leaves no visible snapshot, no lock, and verify passes', async (t) => {
   const backend = new LocalBackend(await tempDir(t));
-  const repo = await initRepo(backend, { chunkSize: 16384, fanout: 8 });
+  // Small packs (64 KiB) so that the interrupted run stores some packs before it fails.
+  const repo = await initRepo(backend, { chunkSize: 16384, fanout: 8, packSize: 64 * 1024 });
   const dev = new MemoryDevice(8 * MiB);
   await dev.write(0, randomBytes(MiB));
   const s1 = await runBackup(repo, { source, disks: [{ name: 'disk0', device: dev }] });
@@ -142,13 +144,19 @@ test('an interrupted backup leaves no visible snapshot, no lock, and verify pass
     runBackup(repo, { source, parent: s1.id, disks: [{ name: 'disk0', device: failingAfter(dev, 100), previous: s1.disks[0], changedRanges: [{ offset: MiB, length: 2 * MiB }] }] }),
     /simulated crash/,
   );
-  assert.deepEqual([...(await objectNames(backend, 'snapshots'))], [s1.id]);
+  assert.deepEqual([...(await objectNames(repo, 'snapshots'))], [s1.id]);
   const locks = [];
   for await (const l of backend.list('locks')) locks.push(l);
   assert.deepEqual(locks, [], 'the shared lock was released');
-  assert.ok((await objectNames(backend, 'chunks')).size > 64 + 50, 'garbage from the interrupted run exists');
+  // 64 chunks from s1; the failed run stored (and indexed every 8 packs) most of its first 100 chunks.
+  assert.ok((await objectNames(repo, 'chunks')).size > 64 + 50, 'garbage from the interrupted run exists');
   const report = await verifyRepository(repo, { readData: true });
   assert.equal(report.ok, true);
+  // prune (no grace) removes exactly the interrupted run's blobs; s1 still restores.
+  const pr = await prune(repo, { graceMs: 0 });
+  assert.equal((await objectNames(repo, 'chunks')).size, 64);
+  assert.ok(pr.removedChunks > 50 && pr.removedPacks > 0, JSON.stringify(pr));
+  assert.equal((await verifyRepository(repo, { readData: true })).ok, true);
   // The next backup completes and restores.
   const s2 = await runBackup(repo, { source, parent: s1.id, disks: [{ name: 'disk0', device: dev, previous: s1.disks[0], changedRanges: [{ offset: MiB, length: 2 * MiB }] }] });
   assert.equal(await restoreHash(repo, s2.disks[0]), await deviceHash(dev));
@@ -175,10 +183,10 @@ test('verify names a flipped chunk, index page and manifest, and the snapshots e
   const { IndexTree } = await import('../../src/repo/IndexTree.js');
   const shared = await IndexTree.open(repo, s1.disks[0]).lookup(0); // in all three
   const onlyLater = await IndexTree.open(repo, s2.disks[0]).lookup((2 * MiB) / 16384); // in s2 and s3
-  await flipByte(backend.path('chunks', shared), 40);
-  await flipByte(backend.path('chunks', onlyLater), 40);
+  await flipBlobByte(repo, 'chunks', shared, 40);
+  await flipBlobByte(repo, 'chunks', onlyLater, 40);
   // The root page of s3 is only in s3.
-  await flipByte(backend.path('index', s3.disks[0].indexRoot), 30);
+  await flipBlobByte(repo, 'index', s3.disks[0].indexRoot, 30);
   const s4 = await runBackup(repo, { source: { id: 'other', name: 'x' }, disks: [{ name: 'd', device: new MemoryDevice(MiB) }] });
   await flipByte(backend.path('snapshots', s4.id), 25);
 
@@ -195,8 +203,10 @@ test('verify names a flipped chunk, index page and manifest, and the snapshots e
   // Without readData, chunk corruption is not seen but page and manifest damage is.
   assert.deepEqual(quick.problems.map((p) => p.type).sort(), ['index', 'snapshots']);
 
-  // A missing chunk is reported as missing even without reading data.
-  await backend.remove('chunks', onlyLater);
+  // A missing chunk is reported as missing even without reading data: s2's data pack holds only it
+  // (index pages go to separate packs).
+  const lost = await locateBlob(repo, 'chunks', onlyLater);
+  await backend.remove('packs', lost.pack);
   const q2 = await verifyRepository(repo);
   assert.equal(q2.problems.find((p) => p.name === onlyLater)?.problem, 'missing');
   // Restoring a damaged point fails loudly, naming the object.

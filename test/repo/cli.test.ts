@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { LocalBackend } from '../../src/backend/LocalBackend.js';
@@ -10,6 +10,7 @@ import { Repository } from '../../src/repo/Repository.js';
 import { runBackup } from '../../src/repo/runBackup.js';
 import { tempDir } from '../helpers/tools.js';
 import { tidemark, tidemarkJson } from '../disk/cliHarness.js';
+import { flipBlobByte } from './helpers.js';
 
 test('tidemark repo: init --encrypt, snapshots, verify, forget, prune, unlock; exit codes', async (t) => {
   const dir = await tempDir(t);
@@ -46,10 +47,7 @@ test('tidemark repo: init --encrypt, snapshots, verify, forget, prune, unlock; e
   assert.equal(ok.status, 0);
   assert.equal(ok.json.ok, true);
   const victim = await IndexTree.open(repo, s2.disks[0]).lookup(Math.floor(500_000 / 16384));
-  const file = new LocalBackend(path).path('chunks', victim);
-  const bytes = await readFile(file);
-  bytes[50] ^= 1;
-  await writeFile(file, bytes);
+  await flipBlobByte(repo, 'chunks', victim, 50);
   const damaged = await tidemarkJson<{ ok: boolean; problems: Array<{ name: string; snapshots: string[] }> }>('repo', 'verify', path, '--read-data', '--passphrase-file', pf, '--json');
   assert.equal(damaged.status, 1);
   assert.deepEqual(damaged.json.problems.map((p) => [p.name, p.snapshots]), [[victim, [s2.id]]]);

@@ -78,7 +78,7 @@ test('forget + prune: removes what only forgotten snapshots used, keeps the rest
   await dev.write(0, randomBytes(64 * 1024)); // s1-only chunks are now the old first 64 KiB
   const s2 = await runBackup(repo, { source: { id: 'vm', name: 'vm' }, parent: s1.id, disks: [{ name: 'disk0', device: dev, previous: s1.disks[0], changedRanges: [{ offset: 0, length: 64 * 1024 }] }] });
   const h2 = await deviceHash(dev);
-  const chunksBefore = (await objectNames(backend, 'chunks')).size;
+  const chunksBefore = (await objectNames(repo, 'chunks')).size;
 
   const f = await forget(repo, { last: 1 });
   assert.deepEqual(f.removed.map((s) => s.id), [s1.id]);
@@ -92,7 +92,7 @@ test('forget + prune: removes what only forgotten snapshots used, keeps the rest
   const later = await prune(repo, { now: Date.now() + 3 * 3600_000 });
   assert.equal(later.removedChunks, 8);
   assert.ok(later.removedPages >= 1);
-  assert.equal((await objectNames(backend, 'chunks')).size, chunksBefore - 8);
+  assert.equal((await objectNames(repo, 'chunks')).size, chunksBefore - 8);
   const report = await verifyRepository(repo, { readData: true });
   assert.equal(report.ok, true, JSON.stringify(report.problems));
   const target = new MemoryDevice(dev.size);

@@ -14,6 +14,8 @@ import type { DiskEntry } from '../../src/repo/Manifest.js';
 import { restoreDevice } from '../../src/repo/restoreDevice.js';
 import { runBackup } from '../../src/repo/runBackup.js';
 import { initRepo, rng, sameContent } from './helpers.js';
+import { ObjectKind } from '../../src/repo/constants.js';
+import { PackStore } from '../../src/repo/PackStore.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -21,9 +23,21 @@ const GiB = 1024 * MiB;
 const TiB = 1024 * GiB;
 const source = { id: 'vm', name: 'vm' };
 
+/**
+ * Stored bytes: `chunks` = data packs (whole files: blobs + header + trailer), `index` = index-page packs
+ * plus the pack index objects, `snapshots` = manifests.
+ */
 async function totals(b: Backend): Promise<Record<'chunks' | 'index' | 'snapshots', number>> {
   const out = { chunks: 0, index: 0, snapshots: 0 };
-  for (const type of ['chunks', 'index', 'snapshots'] as const) for await (const n of b.list(type)) out[type] += (await b.stat(type, n)).size;
+  const store = new PackStore(b, null);
+  await store.ensureLoaded();
+  for await (const n of b.list('packs')) {
+    const size = (await b.stat('packs', n)).size;
+    if (store.indexedPacks.get(n)?.[0]?.kind === ObjectKind.indexPage) out.index += size;
+    else out.chunks += size;
+  }
+  for await (const n of b.list('packindex')) out.index += (await b.stat('packindex', n)).size;
+  for await (const n of b.list('snapshots')) out.snapshots += (await b.stat('snapshots', n)).size;
   return out;
 }
 

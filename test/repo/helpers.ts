@@ -1,6 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Backend } from '../../src/backend/Backend.js';
 import type { BlockDevice } from '../../src/blockdev/BlockDevice.js';
+import { open } from 'node:fs/promises';
+import { LocalBackend } from '../../src/backend/LocalBackend.js';
+import { MemoryBackend } from '../../src/backend/MemoryBackend.js';
+import { ObjectKind } from '../../src/repo/constants.js';
+import { PackStore, type BlobLocation } from '../../src/repo/PackStore.js';
 import { Repository, type InitOptions } from '../../src/repo/Repository.js';
 
 /** Cheap scrypt for tests (the format stores the parameters; production uses N=2^15). */
@@ -27,7 +32,7 @@ export async function deviceHash(dev: BlockDevice, size = dev.size): Promise<str
 /** Total bytes and count of objects per type. */
 export async function usage(backend: Backend): Promise<Record<string, { count: number; bytes: number }>> {
   const out: Record<string, { count: number; bytes: number }> = {};
-  for (const type of ['chunks', 'index', 'snapshots', 'locks', 'keys', 'config'] as const) {
+  for (const type of ['packs', 'packindex', 'snapshots', 'locks', 'keys', 'config'] as const) {
     let count = 0;
     let bytes = 0;
     for await (const name of backend.list(type)) {
@@ -39,10 +44,52 @@ export async function usage(backend: Backend): Promise<Record<string, { count: n
   return out;
 }
 
-export async function objectNames(backend: Backend, type: 'chunks' | 'index' | 'snapshots'): Promise<Set<string>> {
+/**
+ * Names of the durable objects of a type: snapshots from the backend listing; chunks and index pages
+ * from a fresh read of the pack indexes (only blobs whose pack file exists).
+ */
+export async function objectNames(repo: Repository, type: 'chunks' | 'index' | 'snapshots'): Promise<Set<string>> {
   const s = new Set<string>();
-  for await (const n of backend.list(type)) s.add(n);
+  if (type === 'snapshots') {
+    for await (const n of repo.backend.list(type)) s.add(n);
+    return s;
+  }
+  const store = new PackStore(repo.backend, repo.objectKeys);
+  await store.ensureLoaded();
+  const kind = type === 'chunks' ? ObjectKind.chunk : ObjectKind.indexPage;
+  for (const [id, entries] of store.indexedPacks) {
+    if (!(await repo.backend.has('packs', id))) continue;
+    for (const e of entries) if (e.kind === kind) s.add(e.digest);
+  }
   return s;
+}
+
+/** Where a durable blob is stored (fresh read of the pack indexes). */
+export async function locateBlob(repo: Repository, type: 'chunks' | 'index', digest: string): Promise<BlobLocation> {
+  const store = new PackStore(repo.backend, repo.objectKeys);
+  await store.ensureLoaded();
+  const loc = store.locate(type === 'chunks' ? ObjectKind.chunk : ObjectKind.indexPage, digest);
+  if (!loc) throw new Error(`${type}/${digest} is not in any pack index`);
+  return loc;
+}
+
+/** Flip one byte of a stored blob, `at` bytes into its envelope, in its pack (Memory or Local backend). */
+export async function flipBlobByte(repo: Repository, type: 'chunks' | 'index', digest: string, at: number): Promise<BlobLocation> {
+  const loc = await locateBlob(repo, type, digest);
+  const b = repo.backend;
+  if (b instanceof MemoryBackend) b.raw('packs', loc.pack)[loc.offset + at] ^= 1;
+  else if (b instanceof LocalBackend) {
+    const fh = await open(b.path('packs', loc.pack), 'r+');
+    try {
+      const one = Buffer.alloc(1);
+      await fh.read(one, 0, 1, loc.offset + at);
+      one[0] ^= 1;
+      await fh.write(one, 0, 1, loc.offset + at);
+    } finally {
+      await fh.close();
+    }
+  } else throw new Error('flipBlobByte: Memory or Local backend only');
+  return loc;
 }
 
 /** A deterministic pseudo-random generator (xorshift32) so tests repeat. */

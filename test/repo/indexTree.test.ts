@@ -7,7 +7,7 @@ import { ZERO_DIGEST } from '../../src/repo/constants.js';
 import { CorruptObjectError } from '../../src/repo/errors.js';
 import { IndexTree, IndexWriter, treeDepth, type IndexRef } from '../../src/repo/IndexTree.js';
 import { fcSeed } from '../helpers/tools.js';
-import { initRepo } from './helpers.js';
+import { flipBlobByte, initRepo } from './helpers.js';
 
 const dig = (i: number) => (i === 0 ? ZERO_DIGEST : i.toString(16).padStart(64, 'a'));
 
@@ -79,6 +79,7 @@ test('a damaged index page is CorruptObjectError naming the page', async () => {
   const repo = await initRepo(backend);
   const ref: IndexRef = { size: 64 * 4096, chunkSize: 4096, fanout: 4, indexRoot: ZERO_DIGEST };
   const r = await IndexTree.update(repo, ref, new Map([[0, randomBytes(32).toString('hex')], [63, randomBytes(32).toString('hex')]]));
-  backend.raw('index', r.root)[20] ^= 0xff;
+  await repo.flush();
+  await flipBlobByte(repo, 'index', r.root, 20);
   await assert.rejects(IndexTree.open(repo, { ...ref, indexRoot: r.root }).lookup(63), (e) => e instanceof CorruptObjectError && e.type === 'index' && e.objectName === r.root);
 });

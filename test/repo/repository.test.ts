@@ -8,7 +8,7 @@ import { ZERO_DIGEST } from '../../src/repo/constants.js';
 import { CorruptObjectError, PassphraseMismatchError, RepositoryExistsError, RepositoryNotFoundError, UnsupportedRepositoryError, WrongPassphraseError } from '../../src/repo/errors.js';
 import { Repository } from '../../src/repo/Repository.js';
 import { tempDir } from '../helpers/tools.js';
-import { FAST_SCRYPT, initRepo, objectNames } from './helpers.js';
+import { FAST_SCRYPT, flipBlobByte, initRepo, objectNames } from './helpers.js';
 
 test('init/open an unencrypted repository; chunks dedup; zero chunks are not stored', async (t) => {
   const backend = new LocalBackend(await tempDir(t));
@@ -19,9 +19,17 @@ test('init/open an unencrypted repository; chunks dedup; zero chunks are not sto
   assert.equal(d1, createHash('sha256').update(data).digest('hex'));
   assert.equal(await repo.putChunk(Buffer.from(data)), d1);
   assert.equal(await repo.putChunk(Buffer.alloc(32 * 1024)), ZERO_DIGEST);
-  assert.deepEqual([...(await objectNames(backend, 'chunks'))], [d1]);
   assert.equal(repo.stats.chunksWritten, 1);
   assert.equal(repo.stats.chunksDeduplicated, 1);
+  assert.deepEqual([...(await objectNames(repo, 'chunks'))], [], 'nothing is durable (indexed) before a flush');
+  await repo.flush();
+  assert.deepEqual([...(await objectNames(repo, 'chunks'))], [d1], 'one chunk stored, in one pack');
+  const packs = [];
+  for await (const p of backend.list('packs')) packs.push(p);
+  assert.equal(packs.length, 1);
+  assert.equal(await repo.putChunk(Buffer.from(data)), d1, 'dedup against the flushed pack');
+  await repo.flush();
+  assert.equal((await objectNames(repo, 'chunks')).size, 1);
   const reopened = await Repository.open(backend);
   assert.equal(reopened.config.id, repo.config.id);
   assert.deepEqual(await reopened.getChunk(d1), data);
@@ -46,8 +54,9 @@ test('encrypted repository: right passphrase opens, wrong one is WrongPassphrase
   const secret = Buffer.from('TOP-SECRET-DISK-CONTENT '.repeat(2000));
   const d = await repo.putChunk(secret);
   assert.notEqual(d, createHash('sha256').update(secret).digest('hex'), 'name is keyed');
-  const stored = await readFile(backend.path('chunks', d));
-  assert.equal(stored.includes(Buffer.from('TOP-SECRET')), false);
+  await repo.flush();
+  for await (const p of backend.list('packs')) assert.equal((await readFile(backend.path('packs', p))).includes(Buffer.from('TOP-SECRET')), false, 'pack content is encrypted');
+  for await (const p of backend.list('packindex')) assert.equal((await readFile(backend.path('packindex', p))).includes(Buffer.from(d, 'hex')), false, 'pack index is encrypted');
 
   const keyNames = [];
   for await (const k of backend.list('keys')) keyNames.push(k);
@@ -65,8 +74,9 @@ test('getChunk verifies content: a flipped byte on disk is CorruptObjectError na
   const backend = new MemoryBackend();
   const repo = await initRepo(backend, { passphrase: 'pw' });
   const d = await repo.putChunk(randomBytes(5000));
-  backend.raw('chunks', d)[100] ^= 1;
-  await assert.rejects(repo.getChunk(d), (e) => e instanceof CorruptObjectError && e.objectName === d && e.type === 'chunks' && e.message.includes(`chunks/${d}`));
+  await repo.flush();
+  const loc = await flipBlobByte(repo, 'chunks', d, 100);
+  await assert.rejects(repo.getChunk(d), (e) => e instanceof CorruptObjectError && e.objectName === d && e.type === 'chunks' && e.message.includes(`chunks/${d}`) && e.data.pack === loc.pack);
 });
 
 test('concurrent putChunk of the same content stores it once', async () => {

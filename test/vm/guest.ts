@@ -10,7 +10,8 @@
  * server as NBD_CMD_TRIM and zero writes as NBD_CMD_WRITE_ZEROES; a guest `sync` sends FLUSH.
  *
  * The script runs with GUEST_LIB prepended: `result KEY VALUE` prints `TIDEMARK-RESULT KEY=VALUE`,
- * which `bootGuest` collects into `results`. TIDEMARK_VM_CONSOLE=1 echoes the console to stderr live.
+ * which `bootGuest` collects into `results`; `start_qga` starts the guest agent (qemu-ga, in the
+ * initramfs) when QEMU has the org.qemu.guest_agent.0 port (`tidemark vm start` adds it). TIDEMARK_VM_CONSOLE=1 echoes the console to stderr live.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -71,6 +72,24 @@ export const GUEST_LIB = `# --- tidemark guest lib ---
 result() { echo "TIDEMARK-RESULT $1=$2"; }
 # sha FILE: hex SHA-256 of FILE.
 sha() { sha256sum "$1" | cut -d' ' -f1; }
+# start_qga [ARGS]: start the guest agent (qemu-ga) in the background on the virtio-serial port named
+# org.qemu.guest_agent.0 (QEMU needs that port: tidemark vm start adds it); no udev, so the device
+# node is found through /sys/class/virtio-ports and linked where qemu-ga looks by default.
+start_qga() {
+  port=""; i=0
+  while [ -z "$port" ] && [ "$i" -lt 100 ]; do
+    for n in /sys/class/virtio-ports/*/name; do
+      [ "$(cat "$n" 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/$(basename "$(dirname "$n")")
+    done
+    [ -n "$port" ] || usleep 50000
+    i=$((i + 1))
+  done
+  [ -n "$port" ] || { echo "TIDEMARK-QGA no org.qemu.guest_agent.0 port"; return 1; }
+  while [ ! -c "$port" ] && [ "$i" -lt 200 ]; do usleep 50000; i=$((i + 1)); done
+  mkdir -p /dev/virtio-ports
+  ln -sf "$port" /dev/virtio-ports/org.qemu.guest_agent.0
+  qemu-ga -m virtio-serial -p /dev/virtio-ports/org.qemu.guest_agent.0 -t /tmp -f /tmp/qemu-ga.pid "$@" &
+}
 # --- end of lib ---
 `;
 

@@ -1,7 +1,13 @@
 import type { Command } from 'commander';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { backupDisk } from '../../backup/backupDisk.js';
+import { backupMachine, type BackupMachineResult } from '../../backup/backupMachine.js';
 import { openOrCreateRepository } from '../../backup/defaultRepository.js';
 import { OperationAbortedError } from '../../disk/errors.js';
+import { NotFoundError } from '../../errors.js';
+import { Inventory, inventoryPath, resolveHome } from '../../vm/Inventory.js';
+import { findMachine } from '../../vm/machines.js';
 import type { Repository } from '../../repo/Repository.js';
 import { formatSize } from '../../util/size.js';
 import { abortOnSignals } from '../abortOnSignals.js';
@@ -11,34 +17,57 @@ import { progress } from '../progress.js';
 export interface RepoOpts {
   repo?: string;
   passphraseFile?: string;
+  home?: string;
   json?: boolean;
 }
 
-/** `--repo` and `--passphrase-file`, shared by backup, restore, snapshots and mount. */
+/** `--repo`, `--passphrase-file` and `--home`, shared by backup, restore, snapshots and mount. */
 export function repoOptions(c: Command): Command {
   return c
-    .option('--repo <dir>', 'repository directory (default: $TIDEMARK_HOME/repo, TIDEMARK_HOME default ~/.local/share/tidemark)')
-    .option('--passphrase-file <file>', 'read the passphrase of an encrypted repository from the first line of this file (default: $TIDEMARK_PASSPHRASE)');
+    .option('--repo <dir>', 'repository directory (default: <data directory>/repo)')
+    .option('--passphrase-file <file>', 'read the passphrase of an encrypted repository from the first line of this file (default: $TIDEMARK_PASSPHRASE)')
+    .option('--home <dir>', 'data directory: machine inventory and default repository (default: $TIDEMARK_HOME or ~/.local/share/tidemark)');
 }
 
 /** Open the repository named by --repo (or the default one; `create` makes the default on first use). */
 export async function openRepo(o: RepoOpts, create = false): Promise<Repository> {
-  return openOrCreateRepository(o.repo, {
+  return openOrCreateRepository(o.repo ?? (o.home !== undefined ? join(resolveHome(o.home), 'repo') : undefined), {
     passphraseFile: o.passphraseFile,
     create,
     onCreated: (p) => process.stderr.write(`tidemark: created an unencrypted repository at ${p} (built-in defaults; use "tidemark repo init --encrypt" for an encrypted one)\n`),
   });
 }
 
-/** `tidemark backup <disk>`: a restore point of an offline disk, incremental when tracking allows. */
+/** Is `target` a disk file (else a machine of the inventory)? NotFoundError when it is neither. */
+async function isDiskFile(target: string, home: string): Promise<boolean> {
+  // A machine name never contains '/'; an existing file is a disk (backupDisk reports a missing path).
+  if (target.includes('/') || (await stat(target).then((s) => s.isFile(), () => false))) return true;
+  const known = (await stat(inventoryPath(home)).then(() => true, () => false)) && await Inventory.transact(home, (state) => {
+    try {
+      findMachine(state, target);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  if (!known) throw new NotFoundError(`disk file or machine "${target}"`, 'give the path of a raw or VHDX image, or a machine name or ID (`tidemark vm list`)');
+  return false;
+}
+
+/**
+ * `tidemark backup <vm|disk>`: a restore point of an offline disk, or of a whole machine (through a
+ * backup checkpoint), incremental when tracking allows.
+ */
 export function register(program: Command): void {
   repoOptions(
     program
-      .command('backup <disk>')
-      .description('back up a disk image (raw or VHDX) into the repository: full the first time, then incremental through change tracking')
+      .command('backup <target>')
+      .description('back up a machine (name or ID: configuration + every disk, through a backup checkpoint) or a disk image (raw or VHDX) into the repository: full the first time, then incremental through change tracking')
       .option('--tag <tag...>', 'tags to record on the snapshot')
       .option('--json', 'print a JSON summary'),
   ).action(async (disk: string, o: RepoOpts & { tag?: string[] }) => {
+    const home = resolveHome(o.home);
+    if (!(await isDiskFile(disk, home))) return machineAction(disk, home, o);
     const repo = await openRepo(o, true);
     let bar: ReturnType<typeof progress> | null = null;
     // Ctrl-C / SIGTERM stop cleanly: no snapshot is written, the new RCT ID is dropped, locks released.
@@ -84,4 +113,64 @@ export function register(program: Command): void {
       await repo.close();
     }
   });
+}
+
+async function machineAction(vm: string, home: string, o: RepoOpts & { tag?: string[] }): Promise<void> {
+  const repo = await openRepo(o, true);
+  const tty = !o.json && process.stderr.isTTY === true;
+  let bar: ReturnType<typeof progress> | null = null;
+  let barSlot = -1;
+  // Ctrl-C / SIGTERM stop cleanly: no snapshot, the checkpoint merged back, its RCT IDs dropped.
+  const abort = abortOnSignals(() => new OperationAbortedError('backup'));
+  try {
+    const r = await backupMachine(repo, home, vm, {
+      signal: abort.signal,
+      tags: o.tag,
+      onProgress: (slot, p) => {
+        if (slot !== barSlot) {
+          bar?.stop();
+          bar = progress(`disk${slot}`, p.chunksTotal * repo.config.chunkSize, tty);
+          barSlot = slot;
+        }
+        bar!.update(Math.min(p.chunksDone * repo.config.chunkSize, p.chunksTotal * repo.config.chunkSize));
+      },
+    });
+    (bar as ReturnType<typeof progress> | null)?.stop();
+    bar = null;
+    printResult(o.json, machineSummary(r, repo.location), () => machineText(r));
+  } finally {
+    abort.dispose();
+    (bar as ReturnType<typeof progress> | null)?.stop();
+    await repo.close();
+  }
+}
+
+const roundRatio = (x: number) => (Number.isFinite(x) ? Math.round(x * 100) / 100 : null);
+
+/** The `--json` summary of a machine backup. */
+export function machineSummary(r: BackupMachineResult, repository: string) {
+  return {
+    snapshot: r.snapshot.id,
+    machine: r.machine,
+    ...(r.parent ? { parent: r.parent } : {}),
+    refpoint: r.refpoint,
+    disks: r.disks.map((d) => ({ ...d, dedupRatio: roundRatio(d.dedupRatio) })),
+    bytesRead: r.bytesRead,
+    chunksNew: r.chunksNew,
+    chunksDeduplicated: r.chunksDeduplicated,
+    bytesStored: r.bytesStored,
+    dedupRatio: roundRatio(r.dedupRatio),
+    durationMs: r.durationMs,
+    warnings: r.warnings,
+    repository,
+  };
+}
+
+function machineText(r: BackupMachineResult): string {
+  return [
+    `snapshot ${r.snapshot.id.slice(0, 12)} of machine ${r.machine.name} (${r.disks.length} disk(s)${r.parent ? `, from ${r.parent.slice(0, 12)}` : ''})`,
+    ...r.disks.map((d) => `  disk${d.slot}: ${d.mode}, read ${formatSize(d.bytesRead)} of ${formatSize(d.size)}; ${d.chunksNew} new chunk(s), ${d.chunksDeduplicated} already stored; stored ${formatSize(d.bytesStored)}${d.reason ? `\n    note: ${d.reason}` : ''}`),
+    `read ${formatSize(r.bytesRead)}, stored ${formatSize(r.bytesStored)}; ${(r.durationMs / 1000).toFixed(1)} s`,
+    ...r.warnings.filter((w) => !r.disks.some((d) => d.reason && w.startsWith(d.reason))).map((w) => `warning: ${w}`),
+  ].join('\n');
 }

@@ -7,10 +7,10 @@ import { HOME_FLAGS, HOME_HELP, homeOf } from './vm.js';
 type O = { home?: string; json?: boolean };
 const line = (c: CheckpointView) => `${c.machine}  ${c.id}  ${c.name}  ${c.type}  ${c.createdAt}${c.holder ? `  held by PID ${c.holder.pid} since ${c.holder.since}` : ''}`;
 
-/** `tidemark checkpoint create|list|apply|remove` for offline machines. */
+/** `tidemark checkpoint create|list|apply|remove` (create and remove also work on a running machine, online). */
 export function register(program: Command): void {
-  const cp = program.command('checkpoint').description('checkpoints of offline machines (differencing .avhdx disks over frozen images)');
-  cp.command('create <vm|group>').description('fork the configuration and every disk into a new checkpoint')
+  const cp = program.command('checkpoint').description('checkpoints of machines (differencing .avhdx disks over frozen images); create/remove work while the machine runs');
+  cp.command('create <vm|group>').description('fork the configuration and every disk into a new checkpoint (a running machine keeps running; a group is forked at one instant)')
     .addOption(new Option('--type <type>', 'checkpoint type').choices(['standard', 'production', 'backup']).default('standard'))
     .option('--name <name>', 'checkpoint name')
     .option(HOME_FLAGS, HOME_HELP).option('--json', 'print as JSON')
@@ -24,7 +24,7 @@ export function register(program: Command): void {
       const r = await listCheckpoints(homeOf(o), ref);
       printResult(o.json, r, () => r.map(line).join('\n') || 'no checkpoints');
     });
-  cp.command('apply <vm> <checkpoint>').description('revert the machine to a checkpoint (later state is discarded)')
+  cp.command('apply <vm> <checkpoint>').description('revert the machine to a checkpoint (later state is discarded; the machine must be off)')
     .option(HOME_FLAGS, HOME_HELP).option('--json', 'print as JSON')
     .action(async (vm: string, ref: string, o: O) => {
       const c = await applyCheckpoint(homeOf(o), vm, ref);

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { ExitCode } from '../../errors.js';
 import { exportMachines } from '../../export/exportMachine.js';
 import { verifyExport } from '../../export/verifyExport.js';
+import { getProvider } from '../../export/providers/getProvider.js';
 import { printResult } from '../output.js';
 import { progress, type Progress } from '../progress.js';
 import { HOME_FLAGS, HOME_HELP, homeOf } from './vm.js';
@@ -12,14 +13,16 @@ export function register(program: Command): void {
     .argument('<vm|group>').argument('<dir>', 'new or empty directory')
     .option('--since <refpoint|dir>', 'differential: only blocks changed since this reference point (or the previous export directory)')
     .option('--merge', 'with --since: write full VHDX files (the chain merged) instead of differencing ones')
+    .option('--provider <reflink|copy|auto>', 'storage clones each disk file (full export): reflink (same XFS/btrfs filesystem), copy (sparse streaming) or auto')
     .option(HOME_FLAGS, HOME_HELP).option('--json', 'print as JSON')
-    .action(async (ref: string, dir: string, o: { since?: string; merge?: boolean; home?: string; json?: boolean }) => {
+    .action(async (ref: string, dir: string, o: { since?: string; merge?: boolean; provider?: string; home?: string; json?: boolean }) => {
       // One bar per disk, replaced when the next disk (of this or the next machine) starts.
       let bar: { slot: number; last: number; p: Progress } | undefined;
       let r;
       try {
         r = await exportMachines(homeOf(o), ref, dir, {
           ...(o.since ? { since: o.since } : {}), merge: !!o.merge,
+          ...(o.provider !== undefined ? { provider: getProvider(o.provider).name } : {}),
           onProgress: (slot, done, total) => {
             if (!bar || bar.slot !== slot || done < bar.last) {
               bar?.p.stop();
@@ -34,7 +37,7 @@ export function register(program: Command): void {
       }
       for (const x of r) for (const w of x.manifest.warnings) process.stderr.write(`tidemark: warning: ${x.manifest.machine.name}: ${w}\n`);
       printResult(o.json, r, () => r.map((x) => `exported ${x.manifest.machine.name} (${x.manifest.kind}) to ${x.dir}; reference point ${x.manifest.refpoint.id}\n` +
-        x.manifest.disks.map((d) => `  disk ${d.slot}: ${d.file} ${d.mode}, ${d.copied} bytes copied, sha256 ${d.sha256}`).join('\n')).join('\n'));
+        x.manifest.disks.map((d) => `  disk ${d.slot}: ${d.file} ${d.mode}${d.provider ? ` (cloned by ${d.provider})` : ''}, ${d.copied} bytes copied, sha256 ${d.sha256}`).join('\n')).join('\n'));
     });
   ex.command('verify <dir>').description(`re-hash an export's disks and compare with its manifest (exit ${ExitCode.DIFFERENT} on a mismatch)`)
     .option(HOME_FLAGS, `${HOME_HELP} (not used: accepted for uniformity)`).option('--json', 'print as JSON')

@@ -32,9 +32,10 @@ export function register(program: Command): void {
           `time     ${s.time}`,
           `host     ${s.host}`,
           `source   ${s.source.name} (${s.source.id})`,
+          ...(s.machine ? [`machine  ${s.machine.name} (${s.machine.id}): ${machineShape(s.machine.config)}`] : []),
           ...(s.parent ? [`parent   ${s.parent}`] : []),
           ...(s.tags?.length ? [`tags     ${s.tags.join(', ')}`] : []),
-          ...s.disks.map((d) => `disk     ${d.name}: ${formatSize(d.size)}, chunks ${formatSize(d.chunkSize)}, index ${d.indexRoot.slice(0, 16)}…${d.rctId ? `, rct ${d.rctId}` : ''}`),
+          ...s.disks.map((d) => `disk     ${d.name}${d.slot !== undefined ? ` (slot ${d.slot})` : ''}: ${formatSize(d.size)}, chunks ${formatSize(d.chunkSize)}, index ${d.indexRoot.slice(0, 16)}…${d.rctId ? `, rct ${d.rctId}` : ''}`),
           ...(s.stats ? [`stats    read ${formatSize(s.stats.bytesRead ?? 0)}, ${s.stats.chunksWritten ?? 0} new chunk(s) (${formatSize(s.stats.chunkBytesWritten ?? 0)}), ${s.stats.chunksDeduplicated ?? 0} deduplicated, ${s.stats.pagesWritten ?? 0} index page(s), ${((s.stats.durationMs ?? 0) / 1000).toFixed(1)} s`] : []),
         ].join('\n'),
       );
@@ -64,5 +65,11 @@ export function register(program: Command): void {
 }
 
 function line(s: Snapshot): string {
-  return `${s.id.slice(0, 12)}  ${s.time}  ${s.source.name}  ${s.disks.map((d) => `${d.name}:${formatSize(d.size)}`).join(' ')}${s.parent ? `  (parent ${s.parent.slice(0, 8)})` : ''}${s.tags?.length ? `  [${s.tags.join(',')}]` : ''}`;
+  return `${s.id.slice(0, 12)}  ${s.time}  ${s.machine ? `machine ${s.machine.name}` : s.source.name}  ${s.disks.map((d) => `${d.name}:${formatSize(d.size)}`).join(' ')}${s.parent ? `  (parent ${s.parent.slice(0, 8)})` : ''}${s.tags?.length ? `  [${s.tags.join(',')}]` : ''}`;
+}
+
+/** "2 CPU(s), 512 MiB, 2 disk(s), 1 NIC(s)" from a snapshot's machine configuration (checked loosely). */
+function machineShape(c: { [k: string]: unknown }): string {
+  const n = (v: unknown) => (Array.isArray(v) ? v.length : 0);
+  return `${String(c.cpus)} CPU(s), ${String(c.memoryMiB)} MiB, ${n(c.disks)} disk(s), ${n(c.network)} NIC(s)`;
 }

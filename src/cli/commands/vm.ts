@@ -3,6 +3,7 @@ import { createMachine, listMachines, removeMachine, setMachine, showMachine, ty
 import { resolveHome } from '../../vm/Inventory.js';
 import { runMachine, startMachine, stopMachine, type BootOptions } from '../../vm/runMachine.js';
 import { formatSize, parseSize } from '../../util/size.js';
+import { setMachineHooks } from '../../vm/MachineHooks.js';
 import { printResult } from '../output.js';
 
 /** `--home <dir>`: the data directory (default TIDEMARK_HOME or ~/.local/share/tidemark). */
@@ -37,6 +38,7 @@ export function machineText(m: MachineView): string {
   ];
   if (m.checkpoints.length) lines.push(`  checkpoints: ${m.checkpoints.map((c) => `${c.name} (${c.type})`).join(', ')}`);
   if (m.refpoints.length) lines.push(`  reference points: ${m.refpoints.map((r) => `#${r.seq} ${r.id}`).join(', ')}`);
+  if (m.config.hooks) lines.push(`  hooks: freeze ${m.config.hooks.freeze ?? 'none'}, thaw ${m.config.hooks.thaw ?? 'none'}`);
   if (m.config.notes) lines.push(`  notes: ${m.config.notes}`);
   return lines.join('\n');
 }
@@ -78,7 +80,7 @@ export function register(program: Command): void {
     });
 
   vm.command('set <vm>')
-    .description('change a machine: name, CPUs, memory, notes; add, remove or resize disks')
+    .description('change a machine: name, CPUs, memory, notes, freeze/thaw hooks; add, remove or resize disks')
     .option('--name <name>', 'rename')
     .option('--cpus <n>', 'virtual CPUs', intArg)
     .option('--memory <size>', 'memory', memArg)
@@ -90,17 +92,26 @@ export function register(program: Command): void {
       if (!m) throw new InvalidArgumentError('expected SLOT=SIZE, e.g. 0=20G');
       return [...p, { slot: Number(m[1]), size: parseSize(m[2]!) }];
     }, [] as Array<{ slot: number; size: number }>)
+    .option('--freeze-hook <path>', "host executable run before a production checkpoint when the guest agent does not answer ('' removes it)")
+    .option('--thaw-hook <path>', "host executable run after it, always once the freeze hook succeeded ('' removes it)")
     .option(HOME_FLAGS, HOME_HELP)
     .option('--json', 'print as JSON')
-    .action(async (ref: string, o: { name?: string; cpus?: number; memory?: number; notes?: string; addDisk: DiskSpec[]; removeDisk: number[]; resizeDisk: Array<{ slot: number; size: number }>; home?: string; json?: boolean }) => {
-      const m = await setMachine(homeOf(o), ref, {
+    .action(async (ref: string, o: { name?: string; cpus?: number; memory?: number; notes?: string; addDisk: DiskSpec[]; removeDisk: number[]; resizeDisk: Array<{ slot: number; size: number }>; freezeHook?: string; thawHook?: string; home?: string; json?: boolean }) => {
+      const hooksOnly = o.freezeHook !== undefined || o.thawHook !== undefined
+        ? [o.name, o.cpus, o.memory, o.notes].every((x) => x === undefined) && !o.addDisk.length && !o.removeDisk.length && !o.resizeDisk.length
+        : false;
+      let m = hooksOnly ? undefined : await setMachine(homeOf(o), ref, {
         ...(o.name !== undefined ? { name: o.name } : {}),
         ...(o.cpus !== undefined ? { cpus: o.cpus } : {}),
         ...(o.memory !== undefined ? { memoryMiB: o.memory } : {}),
         ...(o.notes !== undefined ? { notes: o.notes } : {}),
         addDisks: o.addDisk, removeSlots: o.removeDisk, resize: o.resizeDisk,
       });
-      printResult(o.json, m, () => machineText(m));
+      // Hooks are host-side: they may be set while the machine runs (setMachine refuses that).
+      if (o.freezeHook !== undefined || o.thawHook !== undefined) {
+        m = await setMachineHooks(homeOf(o), m?.id ?? ref, { ...(o.freezeHook !== undefined ? { freeze: o.freezeHook } : {}), ...(o.thawHook !== undefined ? { thaw: o.thawHook } : {}) });
+      }
+      printResult(o.json, m!, () => machineText(m!));
     });
 
   const bootOpts = (c: Command) => c

@@ -1,0 +1,388 @@
+/**
+ * backupMachine: one restore point of a whole machine (configuration, ID, name, every disk by slot) in a
+ * repository, read from a backup checkpoint, incrementally when change tracking allows.
+ *
+ * How this works (the export job's flow, src/export/exportMachine.ts, with the repository as target):
+ * 1. Take the repository's shared lock (prune cannot remove what an incremental builds on).
+ * 2. [inventory txn] recover leftovers of killed jobs; refuse a held machine; find the chain's reference
+ *    point (the newest refpoint whose `repo.id` is this repository's config id); seal each disk's RCT
+ *    (the ID names "now"; a disk whose tracking files are gone gets tracking re-enabled and a warning);
+ *    fork every disk into a backup checkpoint held by this process (`forkMachine`); the machine keeps
+ *    writing its children. (A holder-less backup checkpoint made by `checkpoint create --type backup`
+ *    is adopted instead, with the IDs it sealed.)
+ * 3. Per disk (the frozen image, read-only), choose the mode:
+ *    - `full`: no previous snapshot of this machine, or the slot is new since it (reason given);
+ *    - `incremental`: the reference point's snapshot exists, the disk is the same file of the same size
+ *      with the same RCT ID as that snapshot's entry, and RCT answers `changes(refpoint ID, sealed ID)`:
+ *      only the chunks overlapping those ranges are read; the previous index is copied and only the
+ *      changed chunks replaced;
+ *    - `full-scan` (with the reason): a previous snapshot exists but tracking cannot vouch for the
+ *      changes since it (no reference point, its snapshot forgotten, disk replaced or resized, tracking
+ *      invalid, unknown ID, not enabled): read everything allocated, store only new chunks.
+ *    Never an empty incremental.
+ * 4. The manifest (source `vm:<machine id>`, `machine: {id, name, config}`, disks with `slot`) is
+ *    stored LAST: the restore point becomes visible only when every chunk and page it names exists.
+ * 5. [inventory txn] the reference point `{..., repo: {id, location, snapshot}}` is recorded on the
+ *    checkpoint; then the children are merged back through tracking (`closeBackupCheckpoint`) and the
+ *    chain's older reference points are removed with their RCT IDs dropped (one per machine x repository).
+ * On an error (Ctrl-C included) the checkpoint is merged back at once without a reference point (its
+ * sealed IDs dropped). A SIGKILL leaves a backup checkpoint whose holder is dead: the next command on
+ * the machine merges it back (recoverMachine) and keeps the reference point only if step 5 recorded it.
+ * Killed before step 4: no snapshot. Killed between 4 and 5: a complete, valid snapshot without a
+ * reference point; the next backup builds on the previous reference point (still correct).
+ */
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { BlockDevice } from '../blockdev/BlockDevice.js';
+import { closeBackupCheckpoint, liveHolder, recoverMachine } from '../checkpoint/recover.js';
+import { forkMachine } from '../checkpoint/checkpoints.js';
+import { sealDisk } from '../checkpoint/sealDisk.js';
+import { openDisk } from '../disk/openDisk.js';
+import { TidemarkError, UsageError } from '../errors.js';
+import { openRctHandle } from '../rct/openRctHandle.js';
+import type { Range } from '../rct/Range.js';
+import { backupDevice, type BackupProgress } from '../repo/backupDevice.js';
+import { loadManifest, saveManifest, type BackupStats, type DiskEntry, type Manifest, type Snapshot } from '../repo/Manifest.js';
+import { RepoLock } from '../repo/RepoLock.js';
+import type { Repository } from '../repo/Repository.js';
+import { ObjectNotFoundError } from '../backend/errors.js';
+import { Inventory, type CheckpointRecord, type MachineRecord, type RefpointRecord } from '../vm/Inventory.js';
+import { configHash, type MachineConfig } from '../vm/MachineConfig.js';
+import { findMachine } from '../vm/machines.js';
+import { VmBusyError } from '../vm/errors.js';
+import { latestSnapshotOf, type BackupMode } from './backupDisk.js';
+
+export interface BackupMachineOptions {
+  tags?: string[];
+  /** Chunks in flight per disk (default 8). */
+  concurrency?: number;
+  /** Progress of the disk in `slot` (called per chunk). */
+  onProgress?: (slot: number, p: BackupProgress) => void;
+  /** Called after each step: `checkpoint`, `disk<slot>`, `manifest`, `refpoint`, `merge`. */
+  onStep?: (step: string) => Promise<void> | void;
+  signal?: AbortSignal;
+}
+
+export interface MachineDiskResult {
+  slot: number;
+  /** The disk's name in the snapshot (`disk<slot>`). */
+  name: string;
+  size: number;
+  mode: BackupMode;
+  /** Why this disk was not incremental (full-scan, or full of a disk new since the previous snapshot). */
+  reason?: string;
+  bytesRead: number;
+  chunksNew: number;
+  chunksDeduplicated: number;
+  /** Chunks + index pages written for this disk, after compression. */
+  bytesStored: number;
+  /** bytesRead / bytesStored (Infinity when nothing was stored but something was read; 1 when neither). */
+  dedupRatio: number;
+  durationMs: number;
+}
+
+export interface BackupMachineResult {
+  snapshot: Snapshot;
+  machine: { id: string; name: string };
+  /** The snapshot the incremental disks were taken from (the chain's previous restore point). */
+  parent?: string;
+  /** The reference point recorded for the next backup. */
+  refpoint: string;
+  disks: MachineDiskResult[];
+  bytesRead: number;
+  chunksNew: number;
+  chunksDeduplicated: number;
+  bytesStored: number;
+  dedupRatio: number;
+  durationMs: number;
+  warnings: string[];
+}
+
+/** The repository source id of a machine. */
+export const machineSourceId = (machineId: string) => `vm:${machineId}`;
+
+/** The chain's reference point: the newest refpoint of `m` made by a backup into repository `repoId`. */
+export function chainRefpoint(m: MachineRecord, repoId: string): RefpointRecord | undefined {
+  return m.refpoints.filter((r) => r.repo?.id === repoId).sort((a, b) => a.seq - b.seq).pop();
+}
+
+interface Frozen {
+  machineId: string;
+  name: string;
+  cpId: string;
+  config: MachineConfig;
+  disks: Array<{ slot: number; frozen: string; rctId: string }>;
+  base?: RefpointRecord;
+  seq: number;
+  warnings: string[];
+}
+
+/**
+ * Back up machine `ref` (name, ID or ID prefix in the inventory at `home`) into `repo`. Throws
+ * VmNotFoundError, VmBusyError (held or running), NotSupportedError (a disk is not a VHDX), the
+ * repository's errors (locked, no space...), and whatever aborts `signal`.
+ */
+export async function backupMachine(repo: Repository, home: string, ref: string, opts: BackupMachineOptions = {}): Promise<BackupMachineResult> {
+  const t0 = Date.now();
+  const time = new Date().toISOString();
+  const step = async (s: string) => {
+    await opts.onStep?.(s);
+    await debugStep(s);
+    opts.signal?.throwIfAborted();
+  };
+  const repoId = repo.config.id;
+  const lock = await RepoLock.acquire(repo, { exclusive: false });
+  try {
+    // What this process remembers as stored may have been pruned since its last lock.
+    repo.forgetCache();
+    const fz: Frozen = await Inventory.transact(home, async (state) => {
+      const m = findMachine(state, ref);
+      await recoverMachine(m);
+      const h = liveHolder(m);
+      if (h) throw new VmBusyError(m.name, `${h.command} (PID ${h.pid}) since ${h.since}`);
+      const adopt = m.checkpoints.length === 1 && m.checkpoints[0]!.type === 'backup' && !m.checkpoints[0]!.holder ? m.checkpoints[0] : undefined;
+      if (m.checkpoints.length && !adopt) throw new UsageError(`machine ${m.name} has checkpoints; a backup needs a machine without checkpoints or with one backup checkpoint (remove or apply them first)`);
+      const warnings: string[] = [];
+      const holder = { pid: process.pid, command: 'tidemark backup', since: new Date().toISOString() };
+      let cp: CheckpointRecord;
+      let rctIds: Array<{ slot: number; rctId: string }>;
+      if (adopt) {
+        cp = adopt;
+        cp.holder = holder;
+        rctIds = cp.rctIds ?? [];
+      } else {
+        rctIds = [];
+        for (const d of m.config.disks) rctIds.push({ slot: d.slot, rctId: await sealDisk(d.path, warnings) });
+        cp = await forkMachine(m, 'backup', `backup-${m.nextRefSeq}`, { holder, rctIds });
+      }
+      const seq = m.nextRefSeq++;
+      const base = chainRefpoint(m, repoId);
+      return {
+        machineId: m.id,
+        name: m.name,
+        cpId: cp.id,
+        config: structuredClone(cp.config),
+        disks: cp.disks.map((d) => ({ slot: d.slot, frozen: d.parent, rctId: rctIds.find((r) => r.slot === d.slot)?.rctId ?? '' })),
+        ...(base ? { base: structuredClone(base) } : {}),
+        seq,
+        warnings,
+      };
+    });
+    const release = (finish?: (m: MachineRecord) => Promise<void>) =>
+      Inventory.transact(home, async (state) => {
+        const m = findMachine(state, fz.machineId);
+        const cp = m.checkpoints.find((c) => c.id === fz.cpId);
+        if (cp) await closeBackupCheckpoint(m, cp);
+        await finish?.(m);
+      });
+
+    let result: BackupMachineResult;
+    try {
+      await step('checkpoint');
+      const sourceId = machineSourceId(fz.machineId);
+      // The chain's previous restore point: the reference point's snapshot (its disks equal the disks
+      // at the reference point's RCT IDs). Without one, the newest snapshot of the machine still gives
+      // dedup a geometry to follow (full-scan).
+      let prev: Snapshot | undefined;
+      let chainReason: string | undefined;
+      if (fz.base?.repo) {
+        try {
+          prev = await loadManifest(repo, fz.base.repo.snapshot);
+        } catch (err) {
+          if (!(err instanceof ObjectNotFoundError)) throw err;
+          chainReason = `snapshot ${fz.base.repo.snapshot.slice(0, 12)} of the reference point is gone (forgotten?)`;
+        }
+      }
+      if (!prev) {
+        prev = await latestSnapshotOf(repo, sourceId);
+        if (prev && !chainReason) chainReason = `no reference point of this machine for this repository (removed, or a backup was interrupted after storing snapshot ${prev.id.slice(0, 12)})`;
+      }
+      const disks: DiskEntry[] = [];
+      const perDisk: MachineDiskResult[] = [];
+      const stats: BackupStats = { bytesRead: 0, chunksWritten: 0, chunkBytesWritten: 0, chunksDeduplicated: 0, pagesWritten: 0, pageBytesWritten: 0, durationMs: 0 };
+      for (const d of fz.disks) {
+        const r = await backupFrozenDisk(repo, d, fz, prev, chainReason, opts);
+        disks.push(r.entry);
+        perDisk.push(r.result);
+        for (const k of Object.keys(stats) as Array<keyof BackupStats>) stats[k] += r.stats[k];
+        await step(`disk${d.slot}`);
+      }
+      if (prev) {
+        for (const pd of prev.disks) if (pd.slot !== undefined && !fz.disks.some((d) => d.slot === pd.slot)) fz.warnings.push(`disk slot ${pd.slot} was removed since snapshot ${prev.id.slice(0, 12)}`);
+      }
+      stats.durationMs = Date.now() - t0;
+      const manifest: Manifest = {
+        version: 1,
+        time,
+        host: hostname(),
+        source: { id: sourceId, name: fz.name, kind: 'machine' },
+        disks,
+        stats,
+        ...(prev ? { parent: prev.id } : {}),
+        ...(opts.tags ? { tags: opts.tags } : {}),
+        machine: { id: fz.machineId, name: fz.name, config: structuredClone(fz.config) as unknown as { [k: string]: unknown } },
+      };
+      // The commit point: written after every chunk and index page it names.
+      const snapshotId = await saveManifest(repo, manifest);
+      await step('manifest');
+
+      const refpoint: RefpointRecord = {
+        id: randomUUID(),
+        seq: fz.seq,
+        machineId: fz.machineId,
+        configHash: configHash(fz.config),
+        exportDir: repo.location,
+        disks: fz.disks.map((d) => ({ slot: d.slot, rctId: d.rctId, path: d.frozen, size: disks.find((x) => x.slot === d.slot)!.size, exportFile: '' })),
+        repo: { id: repoId, location: repo.location, snapshot: snapshotId },
+      };
+      await Inventory.transact(home, async (state) => {
+        const m = findMachine(state, fz.machineId);
+        const cp = m.checkpoints.find((c) => c.id === fz.cpId);
+        if (!cp) throw new TidemarkError('E_INTERNAL', `backup checkpoint ${fz.cpId} of machine ${m.name} vanished during the backup`, {});
+        cp.refpoint = refpoint;
+      });
+      await step('refpoint');
+      const bytesStored = stats.chunkBytesWritten + stats.pageBytesWritten;
+      result = {
+        snapshot: { ...manifest, id: snapshotId },
+        machine: { id: fz.machineId, name: fz.name },
+        ...(prev ? { parent: prev.id } : {}),
+        refpoint: refpoint.id,
+        disks: perDisk,
+        bytesRead: stats.bytesRead,
+        chunksNew: stats.chunksWritten,
+        chunksDeduplicated: stats.chunksDeduplicated,
+        bytesStored,
+        dedupRatio: ratio(stats.bytesRead, bytesStored),
+        durationMs: 0,
+        warnings: fz.warnings,
+      };
+    } catch (err) {
+      // Merge back now rather than leave it to the next command (which would do the same once we exit).
+      await release().catch(() => undefined);
+      throw err;
+    }
+    // Merge back; keep one reference point per machine x repository (older ones' RCT IDs dropped).
+    await release((m) => dropOlderRefpoints(m, repoId, result.refpoint));
+    await step('merge');
+    result.durationMs = Date.now() - t0;
+    return result;
+  } finally {
+    await lock.release();
+  }
+}
+
+async function backupFrozenDisk(
+  repo: Repository,
+  d: Frozen['disks'][number],
+  fz: Frozen,
+  prev: Snapshot | undefined,
+  chainReason: string | undefined,
+  opts: BackupMachineOptions,
+): Promise<{ entry: DiskEntry; stats: BackupStats; result: MachineDiskResult }> {
+  const t0 = Date.now();
+  const dev: BlockDevice = await openDisk(d.frozen, { readOnly: true });
+  try {
+    const size = dev.size;
+    const prevDisk = prev?.disks.find((x) => x.slot === d.slot);
+    const rpDisk = fz.base?.disks.find((x) => x.slot === d.slot);
+    const since = prev ? `snapshot ${prev.id.slice(0, 12)}` : '';
+    let mode: BackupMode = 'full';
+    let reason: string | undefined;
+    let changedRanges: Range[] | undefined;
+    if (prev && !prevDisk) reason = `disk slot ${d.slot} is new since ${since}`;
+    else if (prev && prevDisk) {
+      mode = 'full-scan';
+      if (chainReason) reason = chainReason;
+      else if (!rpDisk) reason = `the reference point has no disk in slot ${d.slot}`;
+      else if (rpDisk.path !== d.frozen) reason = `disk slot ${d.slot} was replaced (${rpDisk.path} -> ${d.frozen}) since ${since}`;
+      else if (prevDisk.size !== size) reason = `disk slot ${d.slot} was resized (${prevDisk.size} -> ${size} bytes) since ${since}`;
+      else if (!prevDisk.rctId || prevDisk.rctId !== rpDisk.rctId) reason = `${since} recorded no RCT ID for slot ${d.slot} matching the reference point`;
+      else if (!d.rctId) reason = `disk slot ${d.slot} has no change tracking`;
+      else {
+        try {
+          const h = await openRctHandle(d.frozen);
+          try {
+            changedRanges = await h.changes(rpDisk.rctId, d.rctId);
+          } finally {
+            await h.close();
+          }
+          mode = 'incremental';
+        } catch (err) {
+          if (!(err instanceof TidemarkError)) throw err;
+          reason = `change tracking of disk slot ${d.slot} cannot vouch for the changes since ${since}: ${err.message}`;
+        }
+      }
+    }
+    if (reason) fz.warnings.push(`${reason}: ${mode === 'full' ? 'backed up in full' : 'full scan'}`);
+    const name = `disk${d.slot}`;
+    const r = await backupDevice(repo, dev, {
+      name,
+      previous: mode === 'full' ? undefined : prevDisk,
+      changedRanges,
+      ...(d.rctId ? { rctId: d.rctId } : {}),
+      concurrency: opts.concurrency,
+      onProgress: opts.onProgress && ((p) => opts.onProgress!(d.slot, p)),
+      signal: opts.signal,
+    });
+    const entry: DiskEntry = { ...r.disk, name, slot: d.slot };
+    const bytesStored = r.stats.chunkBytesWritten + r.stats.pageBytesWritten;
+    return {
+      entry,
+      stats: r.stats,
+      result: {
+        slot: d.slot,
+        name,
+        size,
+        mode,
+        ...(reason !== undefined ? { reason } : {}),
+        bytesRead: r.stats.bytesRead,
+        chunksNew: r.stats.chunksWritten,
+        chunksDeduplicated: r.stats.chunksDeduplicated,
+        bytesStored,
+        dedupRatio: ratio(r.stats.bytesRead, bytesStored),
+        durationMs: Date.now() - t0,
+      },
+    };
+  } finally {
+    await dev.close();
+  }
+}
+
+/**
+ * Keep one reference point per machine x repository: remove the chain's reference points other than
+ * `keep` and drop their RCT IDs (their changes fold into older IDs; nothing needs them any more).
+ */
+async function dropOlderRefpoints(m: MachineRecord, repoId: string, keep: string): Promise<void> {
+  const old = m.refpoints.filter((r) => r.repo?.id === repoId && r.id !== keep);
+  if (!m.refpoints.some((r) => r.id === keep)) return; // not recorded (cannot happen after step 5): keep the old base
+  for (const r of old) {
+    for (const d of r.disks) {
+      try {
+        const h = await openRctHandle(d.path, { mutate: true });
+        try {
+          await h.drop(d.rctId);
+        } finally {
+          await h.close();
+        }
+      } catch {
+        // Tracking already invalid or gone: nothing to drop.
+      }
+    }
+  }
+  m.refpoints = m.refpoints.filter((r) => !old.includes(r));
+}
+
+const ratio = (read: number, stored: number) => (stored > 0 ? read / stored : read > 0 ? Infinity : 1);
+
+/**
+ * Test hook (same protocol as the export job): TIDEMARK_DEBUG_STEPS=<ms> prints `tidemark-step <name>`
+ * to stderr after each step and pauses <ms> there (only at step TIDEMARK_DEBUG_PAUSE_AT when set).
+ */
+async function debugStep(s: string): Promise<void> {
+  const ms = process.env.TIDEMARK_DEBUG_STEPS;
+  if (ms === undefined) return;
+  process.stderr.write(`tidemark-step ${s}\n`);
+  const at = process.env.TIDEMARK_DEBUG_PAUSE_AT;
+  if (!at || at === s) await new Promise((r) => setTimeout(r, Number(ms) || 0));
+}

@@ -1,0 +1,315 @@
+/**
+ * PackStore: where chunks and index pages live in a format-2 repository — many blobs per pack file,
+ * found through `packindex` objects. Owns the in-memory digest -> (pack, offset, length) map and the
+ * pack being filled.
+ *
+ * Write path and the ordering it keeps (see docs/design.md, repo section, "Invariants"):
+ *   add()   appends an encoded blob to the open pack (in memory; readable and deduplicated at once).
+ *           When the open pack reaches PACK_TARGET_SIZE it is sealed and stored with backend.put
+ *           (temp + fsync + link + fsync dir: durable when it resolves) while the next pack fills; at
+ *           most PACK_UPLOADS packs are in flight, add() waits beyond that (bounded memory).
+ *   a durable pack's entries go to the "unindexed" list; every PACK_INDEX_EVERY_PACKS packs, and at
+ *   flush(), a `packindex` object listing them is stored (durable too).
+ *   flush() seals the open pack, waits for every upload and writes the last pack index. Only after
+ *           flush() resolves may a manifest reference the blobs (Repository.putObject('snapshots')
+ *           calls it first). Any failure is sticky: flush() rethrows it, so no manifest is written.
+ * A crash therefore leaves at most packs that no index names, or indexed blobs no manifest names:
+ * garbage for prune, never a dangling reference.
+ *
+ * Dedup ("has") trusts: entries loaded from pack index objects (durable), blobs of this process's
+ * durable packs, and blobs waiting in the open/uploading packs (durable before any manifest, or the
+ * backup fails). reset() (taken after acquiring a repository lock) drops all of it and reloads.
+ */
+import type { Backend } from '../backend/Backend.js';
+import { ObjectNotFoundError } from '../backend/errors.js';
+import { ObjectKind, PACK_INDEX_EVERY_PACKS, PACK_INDEX_MAX_ENTRIES, PACK_TARGET_SIZE, PACK_UPLOADS } from './constants.js';
+import { CorruptObjectError } from './errors.js';
+import { decodeObject, encodeObject, objectDigest, type RepoKeys } from './ObjectCodec.js';
+import { decodePackIndex, encodePackIndex, encodePackTail, packId, type BlobKind, type PackEntry, type PackIndexPack } from './PackFormat.js';
+
+/** Where a blob is: its pack and its entry. */
+export interface BlobLocation extends PackEntry {
+  pack: string;
+}
+
+interface OpenBlob {
+  kind: BlobKind;
+  digest: string;
+  bytes: Buffer;
+}
+
+const key = (kind: BlobKind, digest: string): string => `${kind}${digest}`;
+
+export class PackStore {
+  /** Blobs known to be stored durably and indexed (or in this process's durable, soon-indexed packs). */
+  private blobs = new Map<string, BlobLocation>();
+  /** Every indexed pack and its entries (as loaded + written by this process). */
+  private packs = new Map<string, BlobLocation[]>();
+  /** Names of the pack index objects loaded. */
+  private indexNames: string[] = [];
+  /** Pack index objects that could not be read (their packs look unindexed). */
+  private problems: Array<{ name: string; error: Error }> = [];
+  private loaded: Promise<void> | null = null;
+  private loadedAt = 0;
+
+  /** Blobs not yet durable: the open pack, then packs being uploaded. */
+  private pending = new Map<string, OpenBlob>();
+  /** The open pack of each blob kind: chunks and index pages go to separate packs (restic's data and
+   *  tree packs): tree walks (verify, prune's mark, restore) then read small page-only packs, and a
+   *  damaged or missing data pack never takes index pages with it. */
+  private open = new Map<BlobKind, { blobs: OpenBlob[]; size: number }>();
+  private uploads = new Set<Promise<void>>();
+  private unindexed: PackIndexPack[] = [];
+  private indexChain: Promise<void> = Promise.resolve();
+  private failure: unknown = null;
+  private generation = 0;
+  /** Bytes of packs and pack indexes this process stored (stats). */
+  packsWritten = 0;
+  packBytesWritten = 0;
+  indexBytesWritten = 0;
+
+  constructor(
+    readonly backend: Backend,
+    private readonly keys: RepoKeys | null,
+    private readonly targetSize = PACK_TARGET_SIZE,
+  ) {}
+
+  /** Load every pack index (once; again after reset()). Unreadable ones are recorded in indexProblems. */
+  ensureLoaded(): Promise<void> {
+    this.loaded ??= this.load();
+    return this.loaded;
+  }
+
+  private async load(): Promise<void> {
+    const gen = this.generation;
+    const names: string[] = [];
+    for await (const n of this.backend.list('packindex')) names.push(n);
+    const loaded: Array<{ name: string; packs: PackIndexPack[] }> = [];
+    const problems: Array<{ name: string; error: Error }> = [];
+    for (const name of names) {
+      try {
+        loaded.push({ name, packs: await this.readIndex(name) });
+      } catch (err) {
+        if (err instanceof ObjectNotFoundError) continue; // removed by a prune meanwhile
+        if (!(err instanceof CorruptObjectError)) throw err;
+        problems.push({ name, error: err });
+      }
+    }
+    if (gen !== this.generation) return;
+    for (const l of loaded) {
+      this.indexNames.push(l.name);
+      for (const p of l.packs) this.addPack(p);
+    }
+    this.problems.push(...problems);
+    this.loadedAt = Date.now();
+  }
+
+  /** Read and decode one pack index object. */
+  async readIndex(name: string): Promise<PackIndexPack[]> {
+    const plain = decodeObject({ location: this.backend.location, type: 'packindex', name }, ObjectKind.packIndex, await this.backend.get('packindex', name), this.keys);
+    const packs = decodePackIndex(plain);
+    if (typeof packs === 'string') throw new CorruptObjectError(this.backend.location, 'packindex', name, packs);
+    return packs;
+  }
+
+  private addPack(p: PackIndexPack): void {
+    const list = this.packs.get(p.id) ?? [];
+    for (const e of p.entries) {
+      const loc: BlobLocation = { ...e, pack: p.id };
+      list.push(loc);
+      if (!this.blobs.has(key(e.kind, e.digest))) this.blobs.set(key(e.kind, e.digest), loc);
+    }
+    this.packs.set(p.id, list);
+  }
+
+  /** Drop everything known (after taking a lock, or after prune). Unflushed blobs are discarded. */
+  reset(): void {
+    this.generation++;
+    this.blobs = new Map();
+    this.packs = new Map();
+    this.indexNames = [];
+    this.problems = [];
+    this.loaded = null;
+    this.pending = new Map();
+    this.open = new Map();
+    this.unindexed = [];
+    this.uploads = new Set();
+    this.indexChain = Promise.resolve();
+    this.failure = null;
+  }
+
+  /** Is the blob stored (or on its way, within this process)? Call ensureLoaded() first. */
+  has(kind: BlobKind, digest: string): boolean {
+    const k = key(kind, digest);
+    return this.pending.has(k) || this.blobs.has(k);
+  }
+
+  /** Where an indexed blob is (undefined: not indexed or not yet durable). */
+  locate(kind: BlobKind, digest: string): BlobLocation | undefined {
+    return this.blobs.get(key(kind, digest));
+  }
+
+  /** Pack index objects that failed to load (verify reports them, prune refuses to run). */
+  get indexProblems(): ReadonlyArray<{ name: string; error: Error }> {
+    return this.problems;
+  }
+
+  /** Names of the loaded pack index objects. */
+  get indexObjects(): readonly string[] {
+    return this.indexNames;
+  }
+
+  /** Every indexed pack with its entries. */
+  get indexedPacks(): ReadonlyMap<string, readonly BlobLocation[]> {
+    return this.packs;
+  }
+
+  /**
+   * Append an encoded blob (an object envelope) unless the blob is known. Resolves whether it was added.
+   * Waits while too many packs are being stored. Throws an earlier upload's failure.
+   */
+  async add(kind: BlobKind, digest: string, bytes: Buffer): Promise<boolean> {
+    await this.ensureLoaded();
+    if (this.failure) throw this.failure;
+    if (this.has(kind, digest)) return false;
+    const blob: OpenBlob = { kind, digest, bytes };
+    this.pending.set(key(kind, digest), blob);
+    let o = this.open.get(kind);
+    if (!o) this.open.set(kind, (o = { blobs: [], size: 0 }));
+    o.blobs.push(blob);
+    o.size += bytes.length;
+    if (o.size >= this.targetSize) {
+      this.seal(kind);
+      while (this.uploads.size > PACK_UPLOADS) await Promise.race(this.uploads);
+    }
+    return true;
+  }
+
+  /** The raw envelope of a blob: from memory while pending, else a ranged read of its pack. null: unknown. */
+  async read(kind: BlobKind, digest: string): Promise<{ bytes: Buffer; where: BlobLocation | null } | null> {
+    await this.ensureLoaded();
+    const k = key(kind, digest);
+    const p = this.pending.get(k);
+    if (p) return { bytes: p.bytes, where: null };
+    let loc = this.blobs.get(k);
+    if (!loc && Date.now() - this.loadedAt > 1000) {
+      // Written by another process since we loaded the index (a long-lived reader): reload once.
+      await this.reload();
+      loc = this.blobs.get(k);
+    }
+    if (!loc) return null;
+    const b = this.backend;
+    const bytes = b.getRange ? await b.getRange('packs', loc.pack, loc.offset, loc.length) : (await b.get('packs', loc.pack)).subarray(loc.offset, loc.offset + loc.length);
+    return { bytes, where: loc };
+  }
+
+  private async reload(): Promise<void> {
+    if (this.pending.size > 0 || this.uploads.size > 0 || this.unindexed.length > 0) return; // mid-backup: our map is complete for us
+    this.reset();
+    await this.ensureLoaded();
+  }
+
+  /** Discard unflushed blobs (a failed backup) and wait for packs still being stored to settle. */
+  async abort(): Promise<void> {
+    const ups = [...this.uploads, this.indexChain];
+    this.reset();
+    await Promise.allSettled(ups);
+  }
+
+  /** Seal the open pack of `kind` and start storing it. */
+  private seal(kind: BlobKind): void {
+    const o = this.open.get(kind);
+    if (!o || o.blobs.length === 0) return;
+    const blobs = o.blobs;
+    this.open.delete(kind);
+    const gen = this.generation;
+    const task = this.upload(blobs, gen).catch((err) => {
+      if (gen !== this.generation) return;
+      this.failure ??= err;
+      for (const b of blobs) this.pending.delete(key(b.kind, b.digest));
+    });
+    const tracked: Promise<void> = task.finally(() => this.uploads.delete(tracked));
+    this.uploads.add(tracked);
+  }
+
+  private async upload(blobs: OpenBlob[], gen: number): Promise<void> {
+    const entries: PackEntry[] = [];
+    let offset = 0;
+    for (const b of blobs) {
+      entries.push({ kind: b.kind, digest: b.digest, offset, length: b.bytes.length });
+      offset += b.bytes.length;
+    }
+    const bytes = Buffer.concat([...blobs.map((b) => b.bytes), encodePackTail(entries, this.keys)]);
+    const id = packId(bytes);
+    await this.backend.put('packs', id, bytes); // durable when it resolves (false: identical pack exists)
+    if (gen !== this.generation) return;
+    this.packsWritten++;
+    this.packBytesWritten += bytes.length;
+    this.addPack({ id, entries });
+    for (const b of blobs) this.pending.delete(key(b.kind, b.digest));
+    this.unindexed.push({ id, entries });
+    if (this.unindexed.length >= PACK_INDEX_EVERY_PACKS) await this.writeIndex();
+  }
+
+  /** Store a pack index object for the packs made durable since the last one (serialised). */
+  private writeIndex(): Promise<void> {
+    const gen = this.generation;
+    const run = this.indexChain.then(async () => {
+      if (gen !== this.generation) return;
+      while (this.unindexed.length > 0) {
+        const batch: PackIndexPack[] = [];
+        let n = 0;
+        while (this.unindexed.length > 0 && (batch.length === 0 || n + this.unindexed[0].entries.length <= PACK_INDEX_MAX_ENTRIES)) {
+          const p = this.unindexed.shift()!;
+          n += p.entries.length;
+          batch.push(p);
+        }
+        try {
+          const name = await this.putIndex(batch);
+          if (gen === this.generation) this.indexNames.push(name);
+        } catch (err) {
+          if (gen === this.generation) this.unindexed.unshift(...batch);
+          throw err;
+        }
+      }
+    });
+    this.indexChain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Store one pack index object listing `packs`; resolves its name. */
+  async putIndex(packs: PackIndexPack[]): Promise<string> {
+    const plain = encodePackIndex(packs);
+    const name = objectDigest(plain, this.keys);
+    const bytes = encodeObject(ObjectKind.packIndex, plain, { keys: this.keys });
+    if (await this.backend.put('packindex', name, bytes)) this.indexBytesWritten += bytes.length;
+    return name;
+  }
+
+  /**
+   * Make every blob added so far durable and indexed. Throws (NoSpaceError, BackendIOError...) when any
+   * pack or index could not be stored: then no manifest may reference blobs added since the last reset.
+   */
+  async flush(): Promise<void> {
+    if (this.failure) throw this.failure;
+    for (const kind of [...this.open.keys()]) this.seal(kind);
+    while (this.uploads.size > 0) await Promise.all(this.uploads);
+    if (this.failure) throw this.failure;
+    await this.writeIndex();
+    if (this.failure) throw this.failure;
+  }
+
+  /** Store a pack made of already-encoded blobs (prune's repacking); resolves its entries. */
+  async writePack(blobs: Array<{ kind: BlobKind; digest: string; bytes: Buffer }>): Promise<PackIndexPack> {
+    const entries: PackEntry[] = [];
+    let offset = 0;
+    for (const b of blobs) {
+      entries.push({ kind: b.kind, digest: b.digest, offset, length: b.bytes.length });
+      offset += b.bytes.length;
+    }
+    const bytes = Buffer.concat([...blobs.map((b) => b.bytes), encodePackTail(entries, this.keys)]);
+    const id = packId(bytes);
+    await this.backend.put('packs', id, bytes);
+    return { id, entries };
+  }
+}
