@@ -1,19 +1,25 @@
 /**
- * Backup benchmark: a full backup, an incremental and a restore of a raw disk image through the
- * library (the same code path as `tidemark backup` / `restore`), next to `cp`, `qemu-img convert`
- * and (when installed) `restic backup` / `restic restore` of the same file, measured in the same run.
- * Figures are throughput of the disk's allocated bytes; ratios are Tidemark / peer (> 1: faster).
+ * Backup benchmark: full backup, 1% incremental and restore of a raw disk image through the library (the
+ * same code path as `tidemark backup` / `restore`), next to `restic backup` / `restic restore`, `cp` and
+ * `qemu-img convert -c` of the same file, measured in the same run. Ratios are peer time / Tidemark time
+ * (> 1: Tidemark is faster), except sizes (Tidemark / restic: < 1 is smaller).
  *
- * The image: 256 MiB raw, 192 MiB allocated, half incompressible and half compressible text-like
- * data. The incremental rewrites 16 MiB in 64 writes through change tracking.
+ * The image (TIDEMARK_BENCH_SIZE, default 4G; use 1G while iterating): per 64 MiB region, 16 MiB random
+ * (incompressible), 16 MiB text-like (compressible, different per region), 8 MiB of written zeros,
+ * 8 MiB copied from the previous region's random data (deduplicable), 16 MiB never written (a hole).
+ * The incremental: 64 KiB random writes at random 4 KiB-aligned offsets covering 1% of the image,
+ * written through change tracking (what a running VM does), then `tidemark backup` (incremental via RCT)
+ * against restic's second backup of the whole file.
+ *
+ * restic is required (apt-get install restic): the bench fails with that message when it is missing.
+ * TIDEMARK_BENCH_WORKERS=n runs Tidemark with n codec worker threads (default 0: inline).
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalBackend } from '../src/backend/LocalBackend.js';
-import { DeferredSyncBackend } from '../src/backup/DeferredSyncBackend.js';
 import { backupDisk } from '../src/backup/backupDisk.js';
 import { restoreSnapshot } from '../src/backup/restoreSnapshot.js';
 import { DiskLock } from '../src/blockdev/DiskLock.js';
@@ -21,85 +27,129 @@ import { openTrackedDisk } from '../src/rct/openTrackedDisk.js';
 import { Repository } from '../src/repo/Repository.js';
 
 const MiB = 1 << 20;
-const SIZE = 256 * MiB;
-const ALLOCATED = 192 * MiB;
+const GiB = 1 << 30;
+const REGION = 64 * MiB;
+
+function benchSize(): number {
+  const v = process.env.TIDEMARK_BENCH_SIZE ?? '4G';
+  const m = /^(\d+)([MG])?$/i.exec(v);
+  if (!m) throw new Error(`TIDEMARK_BENCH_SIZE=${v}: give a size like 1G or 512M`);
+  const n = Number(m[1]) * ((m[2] ?? 'G').toUpperCase() === 'G' ? GiB : MiB);
+  if (n < REGION || n % REGION !== 0) throw new Error(`TIDEMARK_BENCH_SIZE=${v}: a multiple of 64M`);
+  return n;
+}
 
 const has = (tool: string): boolean => spawnSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status === 0;
 
 function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): number {
   const t0 = performance.now();
-  const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env, encoding: 'utf8' });
+  const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env, encoding: 'utf8', maxBuffer: 64 << 20 });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
   return (performance.now() - t0) / 1000;
 }
 
-async function timeIt(fn: () => Promise<unknown>): Promise<number> {
+async function timeIt<T>(fn: () => Promise<T>): Promise<[number, T]> {
   const t0 = performance.now();
-  await fn();
-  return (performance.now() - t0) / 1000;
+  const r = await fn();
+  return [(performance.now() - t0) / 1000, r];
+}
+
+/** Bytes of all files under `dir` (apparent sizes). */
+async function treeBytes(dir: string): Promise<number> {
+  let n = 0;
+  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) n += await treeBytes(p);
+    else if (e.isFile()) n += (await stat(p)).size;
+  }
+  return n;
 }
 
 const rate = (bytes: number, s: number): string => `${(bytes / MiB / s).toFixed(1)} MiB/s`;
+const mib = (b: number): string => `${(b / MiB).toFixed(1)} MiB`;
+
+async function makeImage(path: string, size: number): Promise<number> {
+  const fh = await open(path, 'w');
+  await fh.truncate(size);
+  const text = Buffer.from('the quick brown fox jumps over the lazy dog 0123456789\nLorem ipsum dolor sit amet, consectetur\n'.repeat(200_000)).subarray(0, 16 * MiB);
+  let prevRandom = randomBytes(8 * MiB);
+  let allocated = 0;
+  for (let r = 0; r < size; r += REGION) {
+    const rnd = randomBytes(16 * MiB);
+    await fh.write(rnd, 0, rnd.length, r);
+    const t = Buffer.from(text);
+    for (let i = (r / REGION) % 977; i < t.length; i += 977) t[i] = (t[i] + r / REGION) & 0xff; // differs per region
+    await fh.write(t, 0, t.length, r + 16 * MiB);
+    await fh.write(Buffer.alloc(8 * MiB), 0, 8 * MiB, r + 32 * MiB);
+    await fh.write(prevRandom, 0, prevRandom.length, r + 40 * MiB);
+    prevRandom = rnd.subarray(0, 8 * MiB);
+    allocated += 48 * MiB;
+  }
+  await fh.sync();
+  await fh.close();
+  return allocated;
+}
 
 export async function run(): Promise<void> {
+  if (!has('restic')) throw new Error('bench/backup.ts needs restic (the peer it is measured against): apt-get install restic');
+  const size = benchSize();
   const dir = await mkdtemp(join(tmpdir(), 'tidemark-bench-backup-'));
   try {
     const disk = join(dir, 'disk.raw');
-    const fh = await open(disk, 'w');
-    await fh.truncate(SIZE);
-    const text = Buffer.from('the quick brown fox jumps over the lazy dog 0123456789\n'.repeat(80000)).subarray(0, 4 * MiB);
-    for (let off = 0; off < ALLOCATED; off += 4 * MiB) await fh.write(off % (8 * MiB) === 0 ? randomBytes(4 * MiB) : Buffer.from(text.map((b, i) => (i % 997 === 0 ? (b + off) & 0xff : b))), 0, 4 * MiB, off);
-    await fh.sync();
-    await fh.close();
+    const allocated = await makeImage(disk, size);
     spawnSync('sync');
+    const env = { ...process.env, RESTIC_REPOSITORY: join(dir, 'restic'), RESTIC_PASSWORD: 'bench', RESTIC_CACHE_DIR: join(dir, 'restic-cache') };
+    timed('restic', ['init'], env);
 
-    // Peers, same file, same run.
+    // Peers of the full backup, same file, same run.
     const cpS = timed('sh', ['-c', `cp --sparse=always ${disk} ${join(dir, 'cp.raw')} && sync`]);
-    const qemu = has('qemu-img');
-    const qcowS = qemu ? timed('sh', ['-c', `qemu-img convert -O qcow2 ${disk} ${join(dir, 'c.qcow2')} && sync`]) : NaN;
-    const qcowCS = qemu ? timed('sh', ['-c', `qemu-img convert -c -O qcow2 ${disk} ${join(dir, 'cc.qcow2')} && sync`]) : NaN;
+    await rm(join(dir, 'cp.raw'));
+    const qcowCS = has('qemu-img') ? timed('sh', ['-c', `qemu-img convert -c -O qcow2 ${disk} ${join(dir, 'cc.qcow2')} && sync`]) : NaN;
+    await rm(join(dir, 'cc.qcow2'), { force: true });
 
-    // Tidemark: full, incremental, restore.
+    // Full backups.
     const repoDir = join(dir, 'repo');
-    const repo = await Repository.init(new DeferredSyncBackend(new LocalBackend(repoDir)));
-    let full!: Awaited<ReturnType<typeof backupDisk>>;
-    const fullS = await timeIt(async () => (full = await backupDisk(repo, disk)));
+    // TIDEMARK_BENCH_WORKERS: codec worker threads (digest + zstd + AES off the main thread); default 0.
+    const repo = await Repository.init(new LocalBackend(repoDir), { workers: Number(process.env.TIDEMARK_BENCH_WORKERS ?? 0) });
+    const [fullS, full] = await timeIt(() => backupDisk(repo, disk));
+    const resticFullS = timed('restic', ['backup', '--quiet', disk], env);
+    const repoAfterFull = await treeBytes(repoDir);
+    const resticAfterFull = await treeBytes(join(dir, 'restic'));
+
+    // 1% of the image changed by 64 KiB writes through change tracking.
+    const writes = Math.max(1, Math.round((size * 0.01) / (64 * 1024)));
     const lock = await DiskLock.acquire(disk, { exclusive: true, holder: 'bench' });
     const dev = await openTrackedDisk(disk);
-    for (let i = 0; i < 64; i++) await dev.write(((i * 2654435761) % (ALLOCATED / MiB - 1)) * MiB, randomBytes(256 * 1024));
+    let x = 12345;
+    const rand = (): number => ((x = (x * 1103515245 + 12345) % 2147483648) / 2147483648);
+    for (let i = 0; i < writes; i++) await dev.write(Math.floor(rand() * (size / 4096 - 16)) * 4096, randomBytes(64 * 1024));
     await dev.close();
     await lock.release();
-    let inc!: Awaited<ReturnType<typeof backupDisk>>;
-    const incS = await timeIt(async () => (inc = await backupDisk(repo, disk)));
-    const restS = await timeIt(() => restoreSnapshot(repo, full.snapshot.id, { to: join(dir, 'restored.raw') }));
+    spawnSync('sync');
+    const changed = writes * 64 * 1024;
+
+    const [incS, inc] = await timeIt(() => backupDisk(repo, disk));
+    const resticIncS = timed('restic', ['backup', '--quiet', disk], env);
+    const repoAfterInc = await treeBytes(repoDir);
+    const resticAfterInc = await treeBytes(join(dir, 'restic'));
+
+    // Restores of the latest state.
+    const [restS] = await timeIt(() => restoreSnapshot(repo, inc.snapshot.id, { to: join(dir, 'restored.raw') }));
+    await rm(join(dir, 'restored.raw'));
     await repo.close();
-    // The same full backup with one durable put per object (plain LocalBackend), for comparison.
-    const plainRepo = await Repository.init(new LocalBackend(join(dir, 'repo-plain')));
-    const plainS = await timeIt(() => backupDisk(plainRepo, join(dir, 'cp.raw')));
-    await plainRepo.close();
+    const resticRestS = timed('sh', ['-c', `restic restore latest --target ${join(dir, 'restic-out')} >/dev/null && sync`], env);
+    await rm(join(dir, 'restic-out'), { recursive: true, force: true });
 
-    let resticB = NaN;
-    let resticR = NaN;
-    if (has('restic')) {
-      const env = { ...process.env, RESTIC_REPOSITORY: join(dir, 'restic'), RESTIC_PASSWORD: 'bench' };
-      timed('restic', ['init'], env);
-      // Back up the full-backup state: copy of the image before the incremental writes.
-      resticB = timed('restic', ['backup', '--quiet', join(dir, 'cp.raw')], env);
-      resticR = timed('restic', ['restore', 'latest', '--target', join(dir, 'restic-out')], env);
-    }
-
-    console.log(`backup bench: ${SIZE / MiB} MiB raw image, ${ALLOCATED / MiB} MiB allocated (half incompressible)`);
-    console.log(`  tidemark full backup    ${rate(ALLOCATED, fullS)} (${fullS.toFixed(2)} s; read ${(full.bytesRead / MiB).toFixed(0)} MiB, stored ${(full.bytesStored / MiB).toFixed(1)} MiB)`);
-    console.log(`  same, plain LocalBackend ${rate(ALLOCATED, plainS)}   (deferred-sync speedup ${(plainS / fullS).toFixed(2)}x)`);
-    console.log(`  cp --sparse + sync      ${rate(ALLOCATED, cpS)}   ratio ${(cpS / fullS).toFixed(2)}x`);
-    if (qemu) {
-      console.log(`  qemu-img convert qcow2  ${rate(ALLOCATED, qcowS)}   ratio ${(qcowS / fullS).toFixed(2)}x`);
-      console.log(`  qemu-img convert -c     ${rate(ALLOCATED, qcowCS)}   ratio ${(qcowCS / fullS).toFixed(2)}x`);
-    }
-    if (!Number.isNaN(resticB)) console.log(`  restic backup           ${rate(ALLOCATED, resticB)}   ratio ${(resticB / fullS).toFixed(2)}x`);
-    console.log(`  tidemark incremental    ${incS.toFixed(2)} s for 16 MiB written (${inc.mode}; read ${(inc.bytesRead / MiB).toFixed(1)} MiB, stored ${(inc.bytesStored / MiB).toFixed(1)} MiB)`);
-    console.log(`  tidemark restore        ${rate(ALLOCATED, restS)} (${restS.toFixed(2)} s)`);
-    if (!Number.isNaN(resticR)) console.log(`  restic restore          ${rate(ALLOCATED, resticR)}   ratio ${(resticR / restS).toFixed(2)}x`);
+    const ratio = (peer: number, ours: number): string => `${(peer / ours).toFixed(2)}x`;
+    console.log(`backup bench: ${size / GiB} GiB raw image, ${mib(allocated)} allocated (1/3 random, 1/3 text, 1/6 zeros, 1/6 duplicated; 1/4 of the image a hole); load average ${spawnSync('cat', ['/proc/loadavg'], { encoding: 'utf8' }).stdout.split(' ')[0]}`);
+    console.log(`  full backup   tidemark ${fullS.toFixed(1)} s (${rate(allocated, fullS)}; read ${mib(full.bytesRead)}, stored ${mib(full.bytesStored)})`);
+    console.log(`                restic backup ${resticFullS.toFixed(1)} s -> tidemark is ${ratio(resticFullS, fullS)} restic's speed`);
+    if (!Number.isNaN(qcowCS)) console.log(`                qemu-img convert -c ${qcowCS.toFixed(1)} s -> ${ratio(qcowCS, fullS)}`);
+    console.log(`  incremental   ${writes} x 64 KiB random writes = ${mib(changed)} (1%); tidemark ${inc.mode} ${incS.toFixed(2)} s (read ${mib(inc.bytesRead)} = ${((inc.bytesRead / size) * 100).toFixed(2)}% of the image)`);
+    console.log(`                restic second backup ${resticIncS.toFixed(1)} s -> tidemark is ${ratio(resticIncS, incS)} faster (goal >= 20x)`);
+    console.log(`                repository growth: tidemark ${mib(repoAfterInc - repoAfterFull)} = ${((repoAfterInc - repoAfterFull) / changed).toFixed(2)}x the changed bytes (goal <= 2x); restic ${mib(resticAfterInc - resticAfterFull)} = ${((resticAfterInc - resticAfterFull) / changed).toFixed(2)}x`);
+    console.log(`  restore       tidemark ${restS.toFixed(1)} s (${rate(allocated, restS)}); cp --sparse + sync ${cpS.toFixed(1)} s -> ${ratio(cpS, restS)} cp's speed (goal >= 0.7x); restic restore ${resticRestS.toFixed(1)} s -> ${ratio(resticRestS, restS)}`);
+    console.log(`  repository    tidemark ${mib(repoAfterInc)}, restic ${mib(resticAfterInc)} -> ${(repoAfterInc / resticAfterInc).toFixed(2)}x restic's size (after full + incremental)`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -96,6 +96,7 @@ async function vsQemuImg(): Promise<string> {
     const ro = await RawFileDevice.open(src, { readOnly: true });
     let t = Date.now();
     await backupDevice(repo, ro, { concurrency: 16 });
+    await repo.flush(); // the last packs durable and indexed, as before a manifest
     const ours = (Date.now() - t) / 1000;
     await ro.close();
     const has = spawnSync('sh', ['-c', 'command -v qemu-img'], { stdio: 'ignore' }).status === 0;

@@ -3,7 +3,7 @@
 # nbdcopy, qemu-system-x86_64, busybox for the test VM, debugfs). Needs root; does nothing when all
 # tools are already present. Under CI=true it always installs and then fails if any tool is missing.
 set -euo pipefail
-TOOLS="qemu-img qemu-io qemu-nbd nbdinfo nbdcopy qemu-system-x86_64 debugfs busybox cpio openssl xz mkfs.xfs"
+TOOLS="qemu-img qemu-io qemu-nbd nbdinfo nbdcopy qemu-system-x86_64 debugfs busybox cpio openssl xz mkfs.xfs filefrag"
 missing=()
 for t in $TOOLS; do command -v "$t" >/dev/null || missing+=("$t"); done
 if [ "${CI:-}" != true ] && [ ${#missing[@]} -eq 0 ]; then exit 0; fi

@@ -125,10 +125,13 @@ interface Frozen {
 export async function backupMachine(repo: Repository, home: string, ref: string, opts: BackupMachineOptions = {}): Promise<BackupMachineResult> {
   const t0 = Date.now();
   const time = new Date().toISOString();
+  let stored = false;
   const step = async (s: string) => {
     await opts.onStep?.(s);
     await debugStep(s);
-    opts.signal?.throwIfAborted();
+    // Once the manifest is stored the restore point exists: finish (record the reference point) rather
+    // than report an interruption that committed something.
+    if (!stored) opts.signal?.throwIfAborted();
   };
   const repoId = repo.config.id;
   const lock = await RepoLock.acquire(repo, { exclusive: false });
@@ -224,6 +227,7 @@ export async function backupMachine(repo: Repository, home: string, ref: string,
       };
       // The commit point: written after every chunk and index page it names.
       const snapshotId = await saveManifest(repo, manifest);
+      stored = true;
       await step('manifest');
 
       const refpoint: RefpointRecord = {

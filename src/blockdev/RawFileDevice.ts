@@ -1,8 +1,8 @@
 /**
  * A raw disk image: a regular file whose bytes are the device's bytes.
  *
- * How this works: all I/O goes through one fs/promises FileHandle (positional reads and writes, no
- * sync calls). Storage-level operations use the native addon on the same descriptor: zero/trim punch
+ * How this works: all I/O goes through one fs/promises FileHandle (no sync calls); data reads and writes
+ * use positional reads/writes on its descriptor through fs's callback API (cheaper per call, see readAll). Storage-level operations use the native addon on the same descriptor: zero/trim punch
  * holes or zero ranges with fallocate, extents walk SEEK_DATA/SEEK_HOLE. A Gate keeps the descriptor
  * open until every call using it has settled. Without the addon (non-Linux, not built) the device still
  * works with capabilities trim/fastZero/extents off: zero writes zeros and extents reports one data run.

@@ -90,7 +90,7 @@ export async function forkMachine(m: MachineRecord, type: CheckpointType, name: 
         rec.rctIds = ids;
       }
     } catch (err) {
-      if (!runnerGone(m, err)) throw err;
+      if (!(await runnerGone(m, err))) throw err;
       const notes = await reconcileRunner(m, finishRemoval);
       throw new TidemarkError('E_VM_FORK', `the runner of machine ${m.name} went away during the checkpoint; recovered (${notes.join('; ') || 'nothing to undo'}); try again`, { machine: m.name });
     } finally {

@@ -12,6 +12,7 @@
 import { rm, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { BlockDevice } from '../blockdev/BlockDevice.js';
+import { TidemarkError } from '../errors.js';
 import { DiskLock } from '../blockdev/DiskLock.js';
 import { openTrackedDisk } from '../rct/openTrackedDisk.js';
 import { fsyncDir } from '../util/fsyncDir.js';
@@ -42,12 +43,22 @@ export async function mergeChild(child: string, parent: string): Promise<void> {
 /**
  * The merge's copy alone: every sector the differencing disk `child` holds itself (its own BAT, the
  * parent chain skipped) written into `parent` — an open device, normally the parent opened through
- * tracking, which the caller locked — then flushed. `child` is not modified, so this is idempotent.
+ * tracking, which the caller locked — then flushed. `child` is not modified (except that a log a
+ * crashed writer left dirty is replayed first; nobody may have it open), so this is idempotent.
  * Returns the bytes written or zeroed. The caller deletes the child afterwards (`deleteChild`).
  */
 export async function copyChildInto(child: string, p: BlockDevice): Promise<number> {
   let done = 0;
-  const c = await VhdxDevice.openInternal(child, { readOnly: true, skipParent: true });
+  let c: VhdxDevice;
+  try {
+    c = await VhdxDevice.openInternal(child, { readOnly: true, skipParent: true });
+  } catch (err) {
+    if (!(err instanceof TidemarkError && err.code === 'E_VHDX_DIRTY_LOG')) throw err;
+    // The child's writer (a runner) died with it open: replay its log (a read-write open without
+    // writes; the caller holds the child unlocked-by-anyone-else), then read it.
+    await (await VhdxDevice.openInternal(child, { skipParent: true })).close();
+    c = await VhdxDevice.openInternal(child, { readOnly: true, skipParent: true });
+  }
   try {
     const bs = c.info().blockSize;
     const size = c.size;

@@ -48,8 +48,13 @@ export interface QuiesceOptions {
   fallback?: 'crash';
   /** Progress and warnings, one line each (e.g. `line => process.stderr.write(line + '\n')`). */
   log?: (line: string) => void;
-  /** Timeout of each freeze/thaw command or hook run (default 60 s); the agent handshake waits min(this, 5 s). */
+  /** Timeout of each freeze/thaw command or hook run (default 60 s). */
   timeoutMs?: number;
+  /**
+   * How long to wait for the guest agent to answer the handshake before trying the hooks (default
+   * min(timeoutMs, 5 s)): every quiesce of a guest without an agent waits this long.
+   */
+  agentTimeoutMs?: number;
 }
 
 /** Handed to `fn` while the guest is frozen (the agent connection is held: QEMU serves one client). */
@@ -94,10 +99,11 @@ export async function withQuiesce<T>(m: MachineRecord, opts: QuiesceOptions, fn:
     // A hooks freeze left by a dead process is thawed whatever method runs now.
     const staleHooksProblem = await thawStaleHooks(m, timeoutMs, log);
 
-    const agent = await freezeWithAgent(m, timeoutMs, log, reasons);
+    const agentTimeoutMs = opts.agentTimeoutMs ?? Math.min(timeoutMs, 5000);
+    const agent = await freezeWithAgent(m, agentTimeoutMs, timeoutMs, log, reasons);
     if (agent) {
       const out = await settle(() => fn({ method: 'guest-agent', agent }));
-      const problem = await thawWithAgent(agent, m, timeoutMs, log);
+      const problem = await thawWithAgent(agent, m, agentTimeoutMs, timeoutMs, log);
       return finish(m, out, problem, 'guest-agent', log);
     }
 
@@ -141,11 +147,11 @@ function finish<T>(m: MachineRecord, out: Settled<T>, thawProblem: string | unde
 const isAgentError = (e: unknown) => e instanceof GuestAgentAbsentError || e instanceof GuestAgentNotRespondingError || e instanceof GuestAgentCommandError;
 
 /** Connect, thaw a stale freeze, freeze. Resolves with the connected agent holding the freeze, or undefined (reason pushed). */
-async function freezeWithAgent(m: MachineRecord, timeoutMs: number, log: (l: string) => void, reasons: string[]): Promise<GuestAgent | undefined> {
+async function freezeWithAgent(m: MachineRecord, agentTimeoutMs: number, timeoutMs: number, log: (l: string) => void, reasons: string[]): Promise<GuestAgent | undefined> {
   const socket = guestAgentSocket(m.dir);
   let agent: GuestAgent;
   try {
-    agent = await GuestAgent.connect(socket, { timeoutMs: Math.min(timeoutMs, 5000) });
+    agent = await GuestAgent.connect(socket, { timeoutMs: agentTimeoutMs });
   } catch (err) {
     if (!isAgentError(err)) throw err;
     reasons.push(`guest agent: ${(err as TidemarkError).code === 'E_QGA_ABSENT' ? `no channel at ${socket}` : `no answer on ${socket}`}`);
@@ -170,7 +176,7 @@ async function freezeWithAgent(m: MachineRecord, timeoutMs: number, log: (l: str
 }
 
 /** Thaw (on the held connection, then once more on a new one). Resolves with a problem description or undefined. */
-async function thawWithAgent(agent: GuestAgent, m: MachineRecord, timeoutMs: number, log: (l: string) => void): Promise<string | undefined> {
+async function thawWithAgent(agent: GuestAgent, m: MachineRecord, agentTimeoutMs: number, timeoutMs: number, log: (l: string) => void): Promise<string | undefined> {
   try {
     const n = await agent.fsfreezeThaw(timeoutMs);
     log(`quiesce ${m.name}: guest agent thawed ${n} filesystem(s)`);
@@ -178,7 +184,7 @@ async function thawWithAgent(agent: GuestAgent, m: MachineRecord, timeoutMs: num
   } catch (first) {
     await agent.close();
     try {
-      const again = await GuestAgent.connect(agent.socketPath, { timeoutMs: Math.min(timeoutMs, 5000) });
+      const again = await GuestAgent.connect(agent.socketPath, { timeoutMs: Math.max(agentTimeoutMs, 5000) });
       try {
         const n = await again.fsfreezeThaw(timeoutMs);
         log(`quiesce ${m.name}: guest agent thawed ${n} filesystem(s) (second attempt)`);

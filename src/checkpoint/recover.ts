@@ -51,7 +51,7 @@ export async function mergeBack(m: MachineRecord, cp: CheckpointRecord): Promise
       await c.call('merge', { checkpointId: cp.id, slots: cp.disks.map(({ slot, parent, child }) => ({ slot, parent, child })) });
       return;
     } catch (err) {
-      if (!runnerGone(m, err)) throw err;
+      if (!(await runnerGone(m, err))) throw err;
       await reconcileRunner(m, finishRemoval);
       if (!m.checkpoints.includes(cp)) return;
     } finally {

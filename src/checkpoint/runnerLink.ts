@@ -54,11 +54,20 @@ export async function connectRunner(m: MachineRecord): Promise<RunnerClient | nu
   }
 }
 
-/** True when the error means the runner went away (died, or stopped) during a call. */
-export function runnerGone(m: MachineRecord, err: unknown): boolean {
+/**
+ * True when the error means the runner went away (died, or stopped) during a call. A lost connection
+ * waits up to 5 s for the process to be gone (the socket closes a moment before the process ends).
+ */
+export async function runnerGone(m: MachineRecord, err: unknown): Promise<boolean> {
   if (!(err instanceof TidemarkError)) return false;
   if (err.code === E_RUNNER_STOPPED) return true;
-  return err.code === 'E_RUNNER_CONTROL' && !!m.runtime && !pidAlive(m.runtime.pid);
+  if (err.code !== 'E_RUNNER_CONTROL' || !m.runtime) return false;
+  const deadline = Date.now() + 5000;
+  while (pidAlive(m.runtime.pid)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
 }
 
 /**
@@ -75,7 +84,14 @@ export async function reconcileRunner(m: MachineRecord, finishRemoval: (m: Machi
   }
   if (m.runtime) {
     if (m.runtime.pid === process.pid) return notes; // the runner itself, while it runs
-    const c = await connectRunner(m).catch(() => null);
+    let c: RunnerClient | null;
+    try {
+      c = await connectRunner(m);
+    } catch (err) {
+      // Alive but not answering (hung, or still starting): change nothing; the next command retries.
+      notes.push(`the runner (PID ${m.runtime.pid}) does not answer: ${(err as Error).message}`);
+      return notes;
+    }
     if (c) {
       try {
         const st = await c.call<{ disks: RunnerJournalDisk[] }>('state');

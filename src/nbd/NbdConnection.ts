@@ -81,8 +81,10 @@ export interface ConnectionOptions {
   handshakeTimeoutMs: number;
   /** Pause reading when in-flight request bytes plus queued reply bytes exceed this (default 64 MiB). */
   maxInflightBytes: number;
-  /** Recycled READ buffers (for devices offering `readInto`). */
+  /** Recycled buffers: READ replies (devices offering `readInto`) and WRITE payloads. */
   pool: BufferPool;
+  /** Read plain sockets straight into caller buffers (see readIntoCallerBuffers); default true. */
+  directReads?: boolean;
   log: (line: string) => void;
 }
 
@@ -310,7 +312,7 @@ export class NbdConnection {
    * TLS sockets (and a Node without the mechanism) keep 'data' events.
    */
   private startDirectReads(): void {
-    if (this.sock instanceof tls.TLSSocket) return;
+    if (this.sock instanceof tls.TLSSocket || this.opts.directReads === false) return;
     this.parser.reuseChunks(); // before any scratch byte is pushed: payloads must never view the scratch
     const scratch = Buffer.allocUnsafe(SCRATCH_SIZE);
     // After a large WRITE another one most likely follows: read just its header, so that its payload goes

@@ -39,6 +39,9 @@ interface OpenBlob {
 }
 
 const key = (kind: BlobKind, digest: string): string => `${kind}${digest}`;
+/** Sequential reads fetch packs in 2 MiB windows and keep the last 8 (16 MiB). */
+const READ_WINDOW = 2 * 1024 * 1024;
+const READ_WINDOWS = 8;
 
 export class PackStore {
   /** Blobs known to be stored durably and indexed (or in this process's durable, soon-indexed packs). */
@@ -132,6 +135,7 @@ export class PackStore {
     this.loaded = null;
     this.pending = new Map();
     this.open = new Map();
+    this.windows = new Map();
     this.unindexed = [];
     this.uploads = new Set();
     this.indexChain = Promise.resolve();
@@ -185,8 +189,12 @@ export class PackStore {
     return true;
   }
 
-  /** The raw envelope of a blob: from memory while pending, else a ranged read of its pack. null: unknown. */
-  async read(kind: BlobKind, digest: string): Promise<{ bytes: Buffer; where: BlobLocation | null } | null> {
+  /**
+   * The raw envelope of a blob: from memory while pending, else a ranged read of its pack. null: unknown.
+   * `sequential` (restore): read READ_WINDOW-sized aligned windows of the pack and keep the last few, so
+   * blobs read in pack order cost one large read per window instead of one small read each.
+   */
+  async read(kind: BlobKind, digest: string, sequential = false): Promise<{ bytes: Buffer; where: BlobLocation | null } | null> {
     await this.ensureLoaded();
     const k = key(kind, digest);
     const p = this.pending.get(k);
@@ -198,9 +206,47 @@ export class PackStore {
       loc = this.blobs.get(k);
     }
     if (!loc) return null;
+    if (sequential && loc.length <= READ_WINDOW) {
+      const first = Math.floor(loc.offset / READ_WINDOW);
+      const last = Math.floor((loc.offset + loc.length - 1) / READ_WINDOW);
+      const parts: Buffer[] = [];
+      for (let w = first; w <= last; w++) {
+        const win = await this.window(loc.pack, w);
+        const from = Math.max(loc.offset, w * READ_WINDOW) - w * READ_WINDOW;
+        const to = Math.min(loc.offset + loc.length, (w + 1) * READ_WINDOW) - w * READ_WINDOW;
+        parts.push(win.subarray(from, to));
+      }
+      return { bytes: parts.length === 1 ? parts[0] : Buffer.concat(parts), where: loc };
+    }
+    return { bytes: await this.readRange(loc.pack, loc.offset, loc.length), where: loc };
+  }
+
+  private async readRange(pack: string, offset: number, length: number): Promise<Buffer> {
     const b = this.backend;
-    const bytes = b.getRange ? await b.getRange('packs', loc.pack, loc.offset, loc.length) : (await b.get('packs', loc.pack)).subarray(loc.offset, loc.offset + loc.length);
-    return { bytes, where: loc };
+    return b.getRange ? b.getRange('packs', pack, offset, length) : (await b.get('packs', pack)).subarray(offset, offset + length);
+  }
+
+  private windows = new Map<string, Promise<Buffer>>();
+
+  /** Forget the windows kept by sequential reads (memory; the end of a restore). */
+  dropReadCache(): void {
+    this.windows = new Map();
+  }
+
+  /** Window `w` of a pack (a short read at the end of the pack), from a small LRU of recent windows. */
+  private window(pack: string, w: number): Promise<Buffer> {
+    const k = `${pack}:${w}`;
+    let p = this.windows.get(k);
+    if (p) {
+      this.windows.delete(k); // LRU: move to the end
+      this.windows.set(k, p);
+      return p;
+    }
+    p = this.readRange(pack, w * READ_WINDOW, READ_WINDOW);
+    p.catch(() => this.windows.delete(k));
+    this.windows.set(k, p);
+    while (this.windows.size > READ_WINDOWS) this.windows.delete(this.windows.keys().next().value!);
+    return p;
   }
 
   private async reload(): Promise<void> {

@@ -219,15 +219,18 @@ export class Repository {
     }
   }
 
-  /** Read and verify an object; CorruptObjectError names it on any mismatch, ObjectNotFoundError if absent. */
-  async getObject(type: ObjectType, name: string): Promise<Buffer> {
+  /**
+   * Read and verify an object; CorruptObjectError names it on any mismatch, ObjectNotFoundError if absent.
+   * `sequential`: see getChunk.
+   */
+  async getObject(type: ObjectType, name: string, sequential = false): Promise<Buffer> {
     const kind = KIND[type];
     if (!kind) throw new TypeError(`getObject: ${type} objects are not enveloped`);
     const blobKind = BLOB_KIND[type];
     if (!blobKind) return decodeObject({ location: this.backend.location, type, name }, kind, await this.backend.get(type, name), this.keys);
     let r;
     try {
-      r = await this.packs.read(blobKind, name);
+      r = await this.packs.read(blobKind, name, sequential);
     } catch (err) {
       if (err instanceof ObjectNotFoundError) throw new ObjectNotFoundError(this.backend.location, type, name); // its pack is gone
       throw err;
@@ -267,10 +270,13 @@ export class Repository {
     return { digest: name, written };
   }
 
-  /** Read a chunk, verified against its digest. ZERO_DIGEST reads as `zeroLength` zero bytes. */
-  async getChunk(digest: string, zeroLength = this.config.chunkSize): Promise<Buffer> {
+  /**
+   * Read a chunk, verified against its digest. ZERO_DIGEST reads as `zeroLength` zero bytes.
+   * `sequential`: the caller reads many chunks in backup order (restore): read packs in large windows.
+   */
+  async getChunk(digest: string, zeroLength = this.config.chunkSize, opts: { sequential?: boolean } = {}): Promise<Buffer> {
     if (digest === ZERO_DIGEST) return Buffer.alloc(zeroLength);
-    return this.getObject('chunks', digest);
+    return this.getObject('chunks', digest, opts.sequential);
   }
 
   /** Store an index page (used by IndexWriter); counts pages actually written. */

@@ -43,7 +43,7 @@ export async function restoreDevice(repo: Repository, disk: DiskEntry, target: B
   const restoreChunk = async (index: number, digest: string): Promise<void> => {
     const offset = index * disk.chunkSize;
     const len = Math.min(disk.chunkSize, disk.size - offset);
-    const data = await repo.getChunk(digest);
+    const data = await repo.getChunk(digest, disk.chunkSize, { sequential: true });
     if (data.length !== len) throw new CorruptObjectError(repo.location, 'chunks', digest, `chunk ${index} of disk ${disk.name} is ${data.length} bytes, expected ${len}`);
     await target.write(offset, data);
     progress.chunksDone++;
@@ -80,6 +80,7 @@ export async function restoreDevice(repo: Repository, disk: DiskEntry, target: B
   }
   if (!failure && nextZeroFrom < disk.size) launch(zeroGap(nextZeroFrom, disk.size));
   await Promise.all(running);
+  repo.packs.dropReadCache();
   if (failure) throw failure;
   await target.flush();
   return progress;

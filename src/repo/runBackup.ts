@@ -62,8 +62,11 @@ export async function runBackup(repo: Repository, opts: RunBackupOptions): Promi
     const m: Manifest = { version: 1, time, host: opts.host ?? hostname(), source: opts.source, disks, stats: total };
     if (opts.parent) m.parent = opts.parent;
     if (opts.tags) m.tags = opts.tags;
-    // saveManifest -> putObject('snapshots') first flushes the packs: every blob the manifest names is
-    // durable and indexed before the manifest is written.
+    // Every blob the manifest names must be durable and indexed before the manifest is written
+    // (saveManifest -> putObject('snapshots') flushes too). Flushing the last packs can take seconds:
+    // an abort requested meanwhile still wins — nothing is committed.
+    await repo.flush();
+    if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('backup aborted');
     const id = await saveManifest(repo, m);
     return { ...m, id };
   } catch (err) {

@@ -59,7 +59,7 @@ export class GuestAgent {
    */
   static async connect(socketPath: string, opts: GuestAgentOptions = {}): Promise<GuestAgent> {
     const timeoutMs = opts.timeoutMs ?? 5000;
-    const sock = await new Promise<Socket>((resolve, reject) => {
+    const agent = await new Promise<GuestAgent>((resolve, reject) => {
       const s = createConnection({ path: socketPath });
       const timer = setTimeout(() => {
         s.destroy();
@@ -68,7 +68,7 @@ export class GuestAgent {
       s.once('connect', () => {
         clearTimeout(timer);
         s.removeAllListeners('error');
-        resolve(s);
+        resolve(new GuestAgent(s, socketPath)); // its listeners attach now: no error goes unheard
       });
       s.once('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
@@ -77,7 +77,6 @@ export class GuestAgent {
           : new GuestAgentNotRespondingError(socketPath, 'connect', err.message));
       });
     });
-    const agent = new GuestAgent(sock, socketPath);
     try {
       await agent.serial(() => agent.sync(timeoutMs));
       return agent;

@@ -6,6 +6,8 @@
  * TIDEMARK_MACHINE_ID, TIDEMARK_MACHINE_NAME, TIDEMARK_MACHINE_DIR and TIDEMARK_HOOK (freeze|thaw),
  * stdin closed, in its own process group; exit 0 = success, anything else (or running past the
  * timeout, which SIGKILLs its process group) = failure. The last lines of its output go into the error.
+ * A thaw hook must tolerate running without a preceding freeze (the stale-freeze thaw of a later
+ * quiesce may come after the guest restarted, and a failed freeze hook is followed by a thaw).
  */
 import { spawn } from 'node:child_process';
 import { access, constants } from 'node:fs/promises';

@@ -26,15 +26,16 @@ test('a backup killed midway leaves no snapshot; verify passes; the next backup 
   const home = join(dir, 'home');
   const repo = join(home, 'repo');
   const disk = join(dir, 'disk.raw');
-  const size = 40 * MiB;
+  // 64 MiB of data = 2048 chunks = 4 packs of 16 MiB: the kill comes after the first pack is indexed.
+  const size = 96 * MiB;
   const fh = await open(disk, 'w');
   await fh.truncate(size);
-  for (let off = 0; off < 24 * MiB; off += 4 * MiB) await fh.write(randomBytes(4 * MiB), 0, 4 * MiB, off);
+  for (let off = 0; off < 64 * MiB; off += 4 * MiB) await fh.write(randomBytes(4 * MiB), 0, 4 * MiB, off);
   await fh.close();
 
   const p = cliSpawn(home, ['backup', disk]);
   const exited = new Promise<number | null>((r) => p.once('exit', (c) => r(c)));
-  // Wait until the backup has stored some chunks (but not all 768), then kill it.
+  // Wait until the backup has stored (packed and indexed) some chunks, but not all 2048, then kill it.
   const t0 = Date.now();
   while ((await countChunks(repo)) < 20) {
     if (Date.now() - t0 > 20_000) throw new Error('backup stored no chunks within 20 s');
@@ -43,7 +44,7 @@ test('a backup killed midway leaves no snapshot; verify passes; the next backup 
   p.kill('SIGKILL');
   await exited;
   const stored = await countChunks(repo);
-  assert.ok(stored < 768, `killed midway (${stored} chunks stored)`);
+  assert.ok(stored < 2048, `killed midway (${stored} chunks stored)`);
 
   assert.deepEqual(cliJson<unknown[]>(home, ['snapshots']), [], 'no snapshot is visible');
   const v = cli(home, ['repo', 'verify', repo]);
@@ -51,8 +52,8 @@ test('a backup killed midway leaves no snapshot; verify passes; the next backup 
 
   const b = cliJson<BackupJson>(home, ['backup', disk]);
   assert.equal(b.mode, 'full');
-  assert.equal(b.bytesRead, 24 * MiB);
-  assert.ok(b.chunksNew <= 768 - stored + 8, 'chunks stored before the kill are reused');
+  assert.equal(b.bytesRead, 64 * MiB);
+  assert.ok(b.chunksNew <= 2048 - stored, 'chunks stored before the kill are reused');
   const out = join(dir, 'r.raw');
   cliJson(home, ['restore', b.snapshot, '--to', out]);
   assert.equal(await sha256File(out), await sha256File(disk));

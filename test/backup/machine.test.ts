@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fcSeed, tempDir } from '../helpers/tools.js';
 import { writeDisk } from '../vm-mgmt/harness.js';
 import { openRctHandle } from '../../src/rct/openRctHandle.js';
+import { manifestProblem } from '../../src/repo/Manifest.js';
 import { rng } from './helpers.js';
 import { backupVm, BLOCK, blocksOf, cli, machineHashes, MiB, ok, restoreAndCheck } from './machineKit.js';
 
@@ -148,4 +149,20 @@ test('restore --vm errors: a disk snapshot, --to a non-empty folder, a taken nam
   const none = cli(home, ['backup', 'nosuch', '--repo', repo]);
   assert.equal(none.status, 3);
   assert.match(none.stderr, /disk file or machine "nosuch" not found/);
+});
+
+test('manifest: machine and slot fields are validated (additive: a disk manifest is unchanged)', () => {
+  const disk = { name: 'disk0', size: 65536, chunkSize: 32768, fanout: 512, indexRoot: '0'.repeat(64) };
+  const base = { version: 1, time: new Date(0).toISOString(), host: 'h', source: { id: 'vm:x', name: 'web', kind: 'machine' }, disks: [{ ...disk, slot: 0 }, { ...disk, name: 'disk3', slot: 3 }] };
+  const machine = { id: 'x', name: 'web', config: { schema: 1, cpus: 1, memoryMiB: 512, disks: [], network: [], notes: '' } };
+  assert.equal(manifestProblem({ ...base, machine }), null);
+  assert.equal(manifestProblem({ ...base, disks: [disk] }), null, 'a disk snapshot needs neither');
+  assert.equal(manifestProblem({ ...base, machine, disks: [disk] }), 'a machine snapshot disk has no slot');
+  assert.equal(manifestProblem({ ...base, disks: [{ ...disk, slot: 1 }, { ...disk, slot: 1 }] }), 'a disk slot is used twice');
+  assert.equal(manifestProblem({ ...base, disks: [{ ...disk, slot: 64 }] }), 'disk disk0: bad slot');
+  assert.equal(manifestProblem({ ...base, disks: [{ ...disk, slot: 1.5 }] }), 'disk disk0: bad slot');
+  assert.equal(manifestProblem({ ...base, machine: { ...machine, id: '' } }), 'bad machine');
+  assert.equal(manifestProblem({ ...base, machine: { ...machine, name: 7 } }), 'bad machine');
+  assert.equal(manifestProblem({ ...base, machine: { ...machine, config: [] } }), 'bad machine config');
+  assert.equal(manifestProblem({ ...base, machine: { ...machine, config: null } }), 'bad machine config');
 });

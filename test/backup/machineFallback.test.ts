@@ -6,9 +6,10 @@ import { join } from 'node:path';
 import { tempDir } from '../helpers/tools.js';
 import { writeDisk } from '../vm-mgmt/harness.js';
 import { cliJson } from './helpers.js';
-import { backupVm, BLOCK, machineHashes, MiB, ok, restoreAndCheck } from './machineKit.js';
+import { openRepositoryAt } from '../../src/repo/openRepositoryAt.js';
+import { backupVm, BLOCK, machineHashes, MiB, ok, restoreAndCheck, snapshotHashes } from './machineKit.js';
 
-test('machine backup falls back per disk: tracking deleted -> full-scan, new disk -> full, resized -> full-scan; each point restores bit-exact', async (t) => {
+test('machine backup falls back per disk: tracking deleted -> full-scan, new disk -> full, resized -> full-scan, base snapshot gone -> full-scan; each point restores bit-exact', async (t) => {
   const home = await tempDir(t);
   const repo = join(home, 'backups');
   const m = ok(home, ['vm', 'create', 'f', '--disk', '8M', '--disk', '8M']);
@@ -61,7 +62,25 @@ test('machine backup falls back per disk: tracking deleted -> full-scan, new dis
   assert.equal(resized.disks[0]!.size, 12 * MiB);
   points.push({ snapshot: resized.snapshot, hashes: await machineHashes(paths) });
 
-  for (const [i, p] of points.entries()) await restoreAndCheck(home, repo, p.snapshot, `r${i}`, p.hashes, { cpus: m.config.cpus, memoryMiB: m.config.memoryMiB });
+  // 4. The reference point's snapshot is removed from the repository (forgotten): every disk full-scans
+  //    (the tree is rebuilt from the newest remaining snapshot's geometry), none is incremental.
+  const r = await openRepositoryAt(repo);
+  try {
+    await r.backend.remove('snapshots', resized.snapshot);
+  } finally {
+    await r.close();
+  }
+  await writeDisk(paths[2]!, [[0, randomBytes(10)]]);
+  const orphan = backupVm(home, repo, 'f');
+  assert.deepEqual(orphan.disks.map((d) => d.mode), ['full-scan', 'full-scan', 'full-scan']);
+  assert.match(orphan.disks[0]!.reason!, new RegExp(`snapshot ${resized.snapshot.slice(0, 12)} of the reference point is gone`));
+  assert.equal(orphan.parent, grown.snapshot);
+  points.pop();
+  points.push({ snapshot: orphan.snapshot, hashes: await machineHashes(paths) });
+
+  // Every point's content (read in-process through the repository); the last one restored as a machine.
+  for (const p of points) assert.deepEqual(await snapshotHashes(repo, p.snapshot), p.hashes, p.snapshot);
+  await restoreAndCheck(home, repo, orphan.snapshot, 'last', points[points.length - 1]!.hashes, { cpus: m.config.cpus, memoryMiB: m.config.memoryMiB });
   // Everything the snapshots reference exists and reads back verified.
   const v = cliJson<{ ok: boolean }>(home, ['repo', 'verify', repo, '--read-data']);
   assert.equal(v.ok, true);

@@ -49,7 +49,7 @@ async function sha256(path: string): Promise<string> {
 }
 
 for (const encrypted of [false, true]) {
-  test(`a flipped byte in a chunk, an index page or a manifest is named by verify with the restore points it affects (${encrypted ? 'encrypted' : 'plain'})`, { timeout: 120_000 }, async (t) => {
+  test(`a flipped byte in a chunk, an index page or a manifest is named by verify with the restore points it affects (${encrypted ? 'encrypted' : 'plain'})`, { timeout: 300_000 }, async (t) => {
     const dir = await tempDir(t, 'tidemark-flip-');
     const home = join(dir, 'home');
     const repo = join(dir, 'repo');
@@ -170,7 +170,7 @@ for (const encrypted of [false, true]) {
 
 // A damaged manifest must not block new backups (the advice on damage is "back up again"), and neither
 // may a manifest a concurrent `forget` removes between the listing and the loading.
-test('a damaged manifest does not stop backups: the damaged source falls back to an older parent', { timeout: 120_000 }, async (t) => {
+test('a damaged manifest does not stop backups: the damaged source falls back to an older parent', { timeout: 300_000 }, async (t) => {
   const dir = await tempDir(t, 'tidemark-flip-');
   const home = join(dir, 'home');
   const repo = join(dir, 'repo');

@@ -1,12 +1,15 @@
 /** Helpers of the online-checkpoint tests: a guest that keeps writing numbered blocks while we fork and merge. */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { DiskLock } from '../../src/blockdev/DiskLock.js';
+import { readRunnerJournal } from '../../src/vm/runnerJournal.js';
 import { join } from 'node:path';
 import { ensureVmAssets, GUEST_LIB } from '../vm/guest.js';
 import { openDisk } from '../../src/disk/openDisk.js';
 import { showMachine, type MachineView } from '../../src/vm/machines.js';
 import { startMachine, type BootOptions } from '../../src/vm/runMachine.js';
-import { ok } from './harness.js';
+import { MAIN, ok } from './harness.js';
 
 /** Block i of the writer lands at 4 KiB block `slotOf(i)` of /dev/vda, holding `block <i, 8 digits>\n` padded with zeros. */
 export const SLOTS = 512;
@@ -96,6 +99,48 @@ export async function waitState(home: string, ref: string, state: string, ms = 6
     if (Date.now() > deadline) throw new Error(`machine ${ref} not ${state} after ${ms} ms`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+
+/** Run the CLI in the background; resolves with its exit status and stderr. */
+export function background(home: string, args: string[]): Promise<{ status: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [MAIN, ...args, '--home', home], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    c.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    c.on('close', (status) => resolve({ status, stderr }));
+  });
+}
+
+export async function waitLog(path: string, text: string, ms = 60_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await readFile(path, 'utf8').catch(() => '')).includes(text)) {
+    if (Date.now() > deadline) throw new Error(`${path} never showed "${text}": ${await readFile(path, 'utf8').catch(() => '')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The runner is SIGKILLed at `step`; returns the highest write the guest reported before the kill. */
+export async function killRunnerAt(dir: string, step: string, during: () => Promise<void> = async () => undefined): Promise<number> {
+  await waitLog(join(dir, 'runner.log'), `tidemark-runner-step ${step}`);
+  await during();
+  const n = await lastWrite(dir);
+  // Not through the inventory: the CLI waiting for the runner holds the inventory lock.
+  const j = await readRunnerJournal(dir);
+  process.kill(j!.pid, 'SIGKILL');
+  return n;
+}
+
+export async function assertRecovered(home: string, dir: string, base: string, n: number): Promise<void> {
+  const v = await showMachine(home, 'g');
+  assert.equal(v.status.state, 'off', 'the machine is off (runner dead, its QEMU killed by recovery)');
+  assert.equal(v.disks[0]!.path, base, 'back on the base disk');
+  assert.deepEqual(v.checkpoints, []);
+  assert.deepEqual(await avhdxIn(dir), [], 'no checkpoint disk left');
+  assert.equal(await readRunnerJournal(dir), undefined, 'the journal is gone once reconciled');
+  const lock = await DiskLock.acquire(base, { exclusive: true, holder: 'test' }); // no stale lock
+  await lock.release();
+  assertHoldsWrites(await blockNumbers(base), n, 'the base disk after recovery');
 }
 
 export { ok };

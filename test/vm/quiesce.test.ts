@@ -65,15 +65,16 @@ test('withQuiesce freezes a running guest through qemu-ga, thaws after (also whe
 
   async function exercise(): Promise<void> {
   const started = Date.now();
-  await waitTicks(3, 60_000, 'guest boot');
+  await waitTicks(3, 90_000, 'guest boot'); // TCG boot on a loaded 2-core box: 15-50 s
   t.diagnostic(`guest writing after ${Date.now() - started} ms`);
   const m = await record(home, 'g');
   const lines: string[] = [];
   const log = (l: string) => lines.push(l);
+  const agentTimeoutMs = 30_000; // a TCG guest on a loaded 2-core CI box can be slow to answer
 
   // 1. The agent answers: frozen during fn (status, and the guest's writes stop), thawed after.
   let during: { status: string; before: number; after: number } | undefined;
-  const q1 = await withQuiesce(m, { log }, async (ctx) => {
+  const q1 = await withQuiesce(m, { log, agentTimeoutMs }, async (ctx) => {
     assert.ok(ctx.agent, 'fn gets the agent');
     const status = await ctx.agent.fsfreezeStatus();
     const before = await ticks();
@@ -89,11 +90,11 @@ test('withQuiesce freezes a running guest through qemu-ga, thaws after (also whe
   assert.equal(await readFile(calls, 'utf8').catch(() => ''), '', 'hooks are not run when the agent answers');
 
   // 2. fn throws: its error comes out, the guest is thawed.
-  await assert.rejects(withQuiesce(m, { log }, async () => {
+  await assert.rejects(withQuiesce(m, { log, agentTimeoutMs }, async () => {
     throw new Error('fork failed');
   }), /fork failed/);
   {
-    const a = await GuestAgent.connect(guestAgentSocket(m.dir));
+    const a = await GuestAgent.connect(guestAgentSocket(m.dir), { timeoutMs: agentTimeoutMs });
     assert.equal(await a.fsfreezeStatus(), 'thawed');
     // 3. A freeze left by a dead Tidemark (freeze, then the connection goes away) is thawed by the next quiesce.
     assert.equal(await a.fsfreezeFreeze(), 1);
@@ -103,14 +104,14 @@ test('withQuiesce freezes a running guest through qemu-ga, thaws after (also whe
   await sleep(1000);
   assert.ok((await ticks()) <= k3 + 1, 'the stale freeze holds the guest');
   lines.length = 0;
-  const q3 = await withQuiesce(m, { log }, async () => 'ok');
+  const q3 = await withQuiesce(m, { log, agentTimeoutMs }, async () => 'ok');
   assert.equal(q3.method, 'guest-agent');
   assert.ok(lines.some((l) => /left frozen/.test(l)), lines.join('\n'));
   await waitTicks(k3 + 4, 15_000, 'after the stale freeze was thawed');
 
   // 4. The agent goes away (killed in the guest): the hooks run, freeze then thaw, with the machine in env.
   {
-    const a = await GuestAgent.connect(guestAgentSocket(m.dir));
+    const a = await GuestAgent.connect(guestAgentSocket(m.dir), { timeoutMs: agentTimeoutMs });
     await a.execute('guest-exec', { path: '/bin/sh', arg: ['-c', 'sleep 1; killall qemu-ga'] });
     await a.close();
   }
