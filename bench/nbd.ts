@@ -1,12 +1,18 @@
 /**
- * NBD server benchmark: `tidemark serve` against qemu-nbd serving a copy of the same raw image, both over
- * unix sockets, both driven by the same clients in the same run:
+ * NBD server benchmark: `tidemark serve` against qemu-nbd serving identical copies of one raw image, both
+ * over unix sockets, both driven by the same clients in the same run:
  * - sequential read and write of the whole image with nbdcopy (one connection, its default queue depth);
  * - 4 KiB random reads and writes at queue depth 16 with a small pipelined client (below), for a fixed time.
- * Tidemark is measured with change tracking off and on. Figures are best-of-N to damp noise on a shared
- * machine; ratios are tidemark / qemu-nbd (higher is better; the goal is >= 0.8 for sequential).
+ * Tidemark is measured with change tracking off and on. Fair and stable on a shared machine: a warm-up read
+ * through every server first (same page-cache state, JIT settled); then interleaved rounds, one metric on
+ * every server back to back, order alternating between rounds; `sync` before timed writes. Printed per
+ * server: median and best rate, and server CPU time (all threads, from /proc) per GiB or per 1000 ops;
+ * ratios are tidemark / qemu-nbd: the median of per-round ratios (each round's pair ran back to back, so it
+ * resists load drift), best/best, and CPU (higher rate is better, lower CPU is better; the goal is >= 0.8
+ * for sequential rates).
  *
- * Environment: TIDEMARK_BENCH_NBD_MB (image size, default 512), TIDEMARK_BENCH_REPEAT (default 3).
+ * Environment: TIDEMARK_BENCH_NBD_MB (image size, default 512), TIDEMARK_BENCH_REPEAT (rounds, default 5),
+ * TIDEMARK_BENCH_NBD_RAND_SECONDS (per random sample, default 1; 0 skips random I/O).
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

@@ -21,7 +21,8 @@ import { readFile } from 'node:fs/promises';
 import type { CheckpointRecord, MachineRecord } from '../vm/Inventory.js';
 import { E_RUNNER_STOPPED, runnerClient, type RunnerClient } from '../vm/runnerControl.js';
 import { readRunnerJournal, removeRunnerJournal, writeRunnerJournal, type RunnerJournal, type RunnerJournalDisk } from '../vm/runnerJournal.js';
-import { TidemarkError } from '../errors.js';
+import { DiskLock } from '../blockdev/DiskLock.js';
+import { InUseError, TidemarkError } from '../errors.js';
 import { deleteChild, exists, mergeChild } from './mergeChild.js';
 import { pidAlive } from './pidAlive.js';
 
@@ -41,7 +42,7 @@ export async function connectRunner(m: MachineRecord): Promise<RunnerClient | nu
   const c = await runnerClient(m.dir, () => pidAlive(pid));
   if (!c) return null;
   try {
-    const st = await c.call<{ stopped: boolean }>('state');
+    const st = await c.call<{ stopped: boolean }>('state', {}, 30_000);
     if (st.stopped) {
       c.close();
       return null;
@@ -77,6 +78,9 @@ export async function runnerGone(m: MachineRecord, err: unknown): Promise<boolea
 export async function reconcileRunner(m: MachineRecord, finishRemoval: (m: MachineRecord, cp: CheckpointRecord) => Promise<void>): Promise<string[]> {
   const notes: string[] = [];
   if (m.runtime && !pidAlive(m.runtime.pid)) {
+    // A SIGKILLed runner's main thread looks dead (zombie) a moment before its last thread closes its
+    // files: wait until its disk locks are really free.
+    await waitLocksFree((await readRunnerJournal(m.dir).catch(() => undefined))?.disks.flatMap((d) => [d.path, ...(d.parent ? [d.parent] : [])]) ?? []);
     const q = m.runtime.qemuPid;
     if (q && pidAlive(q) && (await readFile(`/proc/${q}/cmdline`, 'utf8').catch(() => '')).includes('qemu-system')) process.kill(q, 'SIGKILL');
     notes.push(`cleared the runtime of dead runner PID ${m.runtime.pid}`);
@@ -94,7 +98,7 @@ export async function reconcileRunner(m: MachineRecord, finishRemoval: (m: Machi
     }
     if (c) {
       try {
-        const st = await c.call<{ disks: RunnerJournalDisk[] }>('state');
+        const st = await c.call<{ disks: RunnerJournalDisk[] }>('state', {}, 30_000);
         await reconcileServed(m, st.disks, c, notes, finishRemoval);
       } finally {
         c.close();
@@ -170,5 +174,22 @@ async function reconcileServed(m: MachineRecord, served: RunnerJournalDisk[], on
     else await mergeChild(s.path, s.parent);
     notes.push(`merged back ${s.path}, a checkpoint child the inventory never recorded`);
     s.path = c.path;
+  }
+}
+
+/** Wait (up to `ms`) until nobody holds a DiskLock on any of `paths`; gives up silently (the caller's own lock attempt then reports InUseError). */
+async function waitLocksFree(paths: string[], ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (const p of paths) {
+    for (;;) {
+      try {
+        const l = await DiskLock.acquire(p, { exclusive: true, holder: 'tidemark recovery (probe)' });
+        await l.release();
+        break;
+      } catch (err) {
+        if (!(err instanceof InUseError) || Date.now() > deadline) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
   }
 }

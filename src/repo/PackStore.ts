@@ -39,6 +39,17 @@ interface OpenBlob {
 }
 
 const key = (kind: BlobKind, digest: string): string => `${kind}${digest}`;
+/** Record a pack's entries in the maps (the first location of a blob wins). */
+function addPack(p: PackIndexPack, blobs: Map<string, BlobLocation>, packs: Map<string, BlobLocation[]>): void {
+  const list = packs.get(p.id) ?? [];
+  for (const e of p.entries) {
+    const loc: BlobLocation = { kind: e.kind, digest: e.digest, offset: e.offset, length: e.length, pack: p.id };
+    list.push(loc);
+    if (!blobs.has(key(e.kind, e.digest))) blobs.set(key(e.kind, e.digest), loc);
+  }
+  packs.set(p.id, list);
+}
+
 /** Sequential reads fetch packs in 2 MiB windows and keep the last 8 (16 MiB). */
 const READ_WINDOW = 2 * 1024 * 1024;
 const READ_WINDOWS = 8;
@@ -83,15 +94,20 @@ export class PackStore {
     return this.loaded;
   }
 
+  /** Load every pack index into fresh maps, then swap them in (readers never see a half-built map). */
   private async load(): Promise<void> {
     const gen = this.generation;
     const names: string[] = [];
     for await (const n of this.backend.list('packindex')) names.push(n);
-    const loaded: Array<{ name: string; packs: PackIndexPack[] }> = [];
+    const blobs = new Map<string, BlobLocation>();
+    const packs = new Map<string, BlobLocation[]>();
+    const indexNames: string[] = [];
     const problems: Array<{ name: string; error: Error }> = [];
     for (const name of names) {
       try {
-        loaded.push({ name, packs: await this.readIndex(name) });
+        const list = await this.readIndex(name);
+        indexNames.push(name);
+        for (const p of list) addPack(p, blobs, packs);
       } catch (err) {
         if (err instanceof ObjectNotFoundError) continue; // removed by a prune meanwhile
         if (!(err instanceof CorruptObjectError)) throw err;
@@ -99,11 +115,13 @@ export class PackStore {
       }
     }
     if (gen !== this.generation) return;
-    for (const l of loaded) {
-      this.indexNames.push(l.name);
-      for (const p of l.packs) this.addPack(p);
-    }
-    this.problems.push(...problems);
+    // Keep what this process added meanwhile (packs stored since the listing).
+    for (const [id, list] of this.packs) if (!packs.has(id)) addPack({ id, entries: list }, blobs, packs);
+    for (const n of this.indexNames) if (!indexNames.includes(n)) indexNames.push(n);
+    this.blobs = blobs;
+    this.packs = packs;
+    this.indexNames = indexNames;
+    this.problems = problems;
     this.loadedAt = Date.now();
   }
 
@@ -116,13 +134,7 @@ export class PackStore {
   }
 
   private addPack(p: PackIndexPack): void {
-    const list = this.packs.get(p.id) ?? [];
-    for (const e of p.entries) {
-      const loc: BlobLocation = { ...e, pack: p.id };
-      list.push(loc);
-      if (!this.blobs.has(key(e.kind, e.digest))) this.blobs.set(key(e.kind, e.digest), loc);
-    }
-    this.packs.set(p.id, list);
+    addPack(p, this.blobs, this.packs);
   }
 
   /** Drop everything known (after taking a lock, or after prune). Unflushed blobs are discarded. */
@@ -206,6 +218,20 @@ export class PackStore {
       loc = this.blobs.get(k);
     }
     if (!loc) return null;
+    try {
+      return await this.readAt(loc, sequential);
+    } catch (err) {
+      // A reader without a lock (restore, mount) may hold a map older than a prune that repacked this
+      // blob into a new pack and removed the old one: reload the pack indexes once and retry.
+      if (!(err instanceof ObjectNotFoundError) || this.pending.size > 0 || this.uploads.size > 0) throw err;
+      await this.reload();
+      const again = this.blobs.get(k);
+      if (!again || (again.pack === loc.pack && again.offset === loc.offset)) throw err;
+      return this.readAt(again, sequential);
+    }
+  }
+
+  private async readAt(loc: BlobLocation, sequential: boolean): Promise<{ bytes: Buffer; where: BlobLocation }> {
     if (sequential && loc.length <= READ_WINDOW) {
       const first = Math.floor(loc.offset / READ_WINDOW);
       const last = Math.floor((loc.offset + loc.length - 1) / READ_WINDOW);
@@ -249,10 +275,20 @@ export class PackStore {
     return p;
   }
 
-  private async reload(): Promise<void> {
-    if (this.pending.size > 0 || this.uploads.size > 0 || this.unindexed.length > 0) return; // mid-backup: our map is complete for us
-    this.reset();
-    await this.ensureLoaded();
+  private reloading: Promise<void> | null = null;
+
+  /** Reload the pack indexes; concurrent callers share one reload. Not mid-backup (our map is complete). */
+  private reload(): Promise<void> {
+    if (this.pending.size > 0 || this.uploads.size > 0 || this.unindexed.length > 0) return Promise.resolve();
+    this.reloading ??= (async () => {
+      // Not reset(): concurrent readers keep using the current map until the new one is swapped in.
+      this.packs = new Map(); // re-read: load() keeps only what the backend's indexes say
+      this.indexNames = [];
+      const p = this.load();
+      this.loaded = p;
+      await p;
+    })().finally(() => (this.reloading = null));
+    return this.reloading;
   }
 
   /** Discard unflushed blobs (a failed backup) and wait for packs still being stored to settle. */

@@ -103,7 +103,8 @@ async function answer(line: string, handler: RunnerHandler, conn: RunnerConnecti
 
 /** A connection to a runner. `call` rejects with the runner's typed error or E_RUNNER_CONTROL. */
 export interface RunnerClient {
-  call<T = unknown>(op: string, args?: Record<string, unknown>): Promise<T>;
+  /** `timeoutMs` overrides the client's default for this call. */
+  call<T = unknown>(op: string, args?: Record<string, unknown>, timeoutMs?: number): Promise<T>;
   close(): void;
 }
 
@@ -173,14 +174,14 @@ export async function runnerClient(machineDir: string, alive: () => boolean, opt
   s.on('error', () => failAll('connection failed'));
   s.on('close', () => failAll('the runner closed the connection (did it die?)'));
   return {
-    call: <T>(op: string, args: Record<string, unknown> = {}) =>
+    call: <T>(op: string, args: Record<string, unknown> = {}, callTimeoutMs = timeoutMs) =>
       new Promise<T>((res, rej) => {
         if (s.destroyed) return rej(new TidemarkError('E_RUNNER_CONTROL', `runner control connection ${path} is closed`, { machineDir }, ExitCode.IO));
         const id = nextId++;
         const timer = setTimeout(() => {
           pending.delete(id);
-          rej(new TidemarkError('E_RUNNER_CONTROL', `the runner did not answer "${op}" within ${timeoutMs} ms`, { machineDir }, ExitCode.IO));
-        }, timeoutMs);
+          rej(new TidemarkError('E_RUNNER_CONTROL', `the runner did not answer "${op}" within ${callTimeoutMs} ms`, { machineDir }, ExitCode.IO));
+        }, callTimeoutMs);
         pending.set(id, { res: res as (v: unknown) => void, rej, timer });
         s.write(JSON.stringify({ id, op, ...args }) + '\n');
       }),

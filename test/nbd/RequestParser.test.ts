@@ -99,3 +99,67 @@ test('payloads spanning chunks are assembled in buffers from `allocate`, which i
   assert.equal(it.pooled, given[0]);
   assert.equal(it.payload!.buffer, given[0]!.buffer);
 });
+
+test('payload windows, detach and reuseChunks: reading straight into payloads and reusing chunk buffers parses the same', () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.record({ write: fc.boolean(), len: fc.integer({ min: 0, max: 3000 }), fill: fc.integer({ min: 0, max: 255 }) }), { minLength: 1, maxLength: 12 }),
+      fc.array(fc.integer({ min: 1, max: 700 }), { minLength: 1, maxLength: 30 }),
+      (reqs, cuts) => {
+        const parts: Buffer[] = [];
+        reqs.forEach((r, i) => {
+          parts.push(encodeRequestHeader(r.write ? CMD_WRITE : CMD_READ, 0, BigInt(i), i * 4096, r.len));
+          if (r.write) parts.push(Buffer.alloc(r.len, r.fill));
+        });
+        const stream = Buffer.concat(parts);
+        const p = new RequestParser();
+        p.reuseChunks();
+        const scratch = Buffer.alloc(700);
+        const got: ParsedItem[] = [];
+        let pos = 0;
+        let k = 0;
+        while (pos < stream.length) {
+          const n = Math.min(cuts[k++ % cuts.length]!, stream.length - pos);
+          // Like a socket read: into the payload window when one is offered, else into the reused scratch.
+          const window = p.payloadWindow();
+          if (window) {
+            const m = Math.min(n, window.length);
+            stream.copy(window, 0, pos, pos + m);
+            p.filled(m);
+            pos += m;
+          } else {
+            p.detach();
+            scratch.fill(0xee); // whatever the parser still needed from the last chunk must have been copied out
+            stream.copy(scratch, 0, pos, pos + n);
+            p.push(scratch.subarray(0, n));
+            pos += n;
+          }
+          got.push(...drain(p));
+        }
+        scratch.fill(0xdd);
+        assert.equal(got.length, reqs.length);
+        got.forEach((g, i) => {
+          assert.ok(g.kind === 'request');
+          const r = reqs[i]!;
+          assert.equal(g.header.handle, BigInt(i));
+          if (r.write) assert.ok(g.payload!.equals(Buffer.alloc(r.len, r.fill)), `payload ${i} is its own, never a view of the reused scratch`);
+        });
+        assert.equal(p.buffered, 0);
+        assert.equal(p.payloadWindow(), null);
+      },
+    ),
+    { seed: fcSeed() },
+  );
+});
+
+test('filled() without a matching window is refused', () => {
+  const p = new RequestParser();
+  assert.throws(() => p.filled(1), RangeError);
+  p.push(encodeRequestHeader(CMD_WRITE, 0, 1n, 0, 10));
+  assert.equal(p.next(), null);
+  assert.equal(p.payloadWindow()!.length, 10);
+  assert.throws(() => p.filled(11), RangeError);
+  p.filled(10);
+  const it = p.next();
+  assert.ok(it && it.kind === 'request' && it.payload!.length === 10);
+});

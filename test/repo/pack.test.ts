@@ -238,3 +238,23 @@ test('a format-1 repository (one file per chunk) is refused with a re-init messa
   const fresh = await initRepo(new MemoryBackend());
   assert.equal(fresh.config.version, 2);
 });
+
+test('a lock-free reader whose pack index map predates a repacking prune reloads it and still restores', async () => {
+  const mem = new MemoryBackend();
+  const writer = await initRepo(mem, { chunkSize: 4096, packSize: 128 * KiB });
+  const dev = new MemoryDevice(MiB);
+  await dev.write(0, randomBytes(512 * KiB));
+  const s1 = await runBackup(writer, { source: { id: 'v', name: 'v' }, disks: [{ name: 'd', device: dev }] });
+  await dev.write(0, randomBytes(64 * KiB));
+  const s2 = await runBackup(writer, { source: { id: 'v', name: 'v' }, parent: s1.id, disks: [{ name: 'd', device: dev, previous: s1.disks[0], changedRanges: [{ offset: 0, length: 64 * KiB }] }] });
+  const want = await deviceHash(dev);
+  const reader = await Repository.open(mem);
+  const first = new MemoryDevice(MiB);
+  await restoreDevice(reader, s2.disks[0], first); // loads the map
+  await mem.remove('snapshots', s1.id);
+  const pr = await prune(writer, { graceMs: 0, repackUnused: 0 });
+  assert.ok(pr.repackedPacks >= 1, JSON.stringify(pr));
+  const again = new MemoryDevice(MiB);
+  await restoreDevice(reader, s2.disks[0], again);
+  assert.equal(await deviceHash(again), want);
+});

@@ -46,7 +46,7 @@ export interface RepoSoakOptions {
   /**
    * Which snapshots to restore after each round: `all` (every listed one, every round),
    * `after-prune` (default: every one after a round with a prune, else the new ones plus two random
-   * others) or `sample` (the new ones plus one random other). All restore everything at the end.
+   * others) or `sample` (only the new ones). All restore everything at the end.
    * (`verify --read-data` checks every chunk of every snapshot in every round either way, and trees
    * are immutable, so a snapshot not restored in a round cannot have changed unnoticed.)
    */
@@ -514,7 +514,16 @@ export async function runRepoSoak(opts: RepoSoakOptions): Promise<RepoSoakResult
         const h = createHash('sha256').update(b).digest('hex');
         if (h !== reader.want!.hash || b.length !== reader.want!.size) fail(`a restore of ${reader.snap} running during [${during}] produced wrong bytes`, ops);
       } else if (r.code !== 0 && r.code !== 5 && (!reader.snap || known.has(reader.snap))) {
-        const anomaly = `round ${round}: ${reader.what} during [${during}] exited ${r.code} though the repository is fine: ${(r.stderr || r.stdout).trim().slice(0, 300)}`;
+        let detail = (r.stderr || r.stdout).trim().slice(0, 300);
+        try {
+          const rep = JSON.parse(r.stdout) as { problems: Array<{ type: string; name: string; problem: string; snapshots: string[] }> };
+          detail = rep.problems
+            .map((q) => `${q.type}/${q.name.slice(0, 12)} ${q.problem}, affects ${q.snapshots.map((x) => `${x.slice(0, 12)} (${known.has(x) ? 'still listed' : 'since forgotten'})`).join(', ') || 'none'}`)
+            .join('; ');
+        } catch {
+          /* not a verify report */
+        }
+        const anomaly = `round ${round}: ${reader.what} during [${during}] exited ${r.code} though the repository is fine: ${detail}`;
         result.readerAnomalies.push(anomaly);
         log(`  reader anomaly: ${anomaly}`);
       }
@@ -548,7 +557,7 @@ export async function runRepoSoak(opts: RepoSoakOptions): Promise<RepoSoakResult
     else {
       const which = new Set(fresh);
       const others = snaps.filter((s) => !fresh.has(s.id));
-      for (let n = policy === 'sample' ? 1 : 2; n > 0 && others.length > 0; n--) which.add(others.splice(Math.floor(rand() * others.length), 1)[0]!.id);
+      for (let n = policy === 'sample' ? 0 : 2; n > 0 && others.length > 0; n--) which.add(others.splice(Math.floor(rand() * others.length), 1)[0]!.id);
       await restoreCheck(snaps, which, ops);
     }
     result.maxSnapshots = Math.max(result.maxSnapshots, snaps.length);

@@ -20,8 +20,7 @@ test('online: backup checkpoint + full/differential/differential/synthetic expor
   const out = await tempDir(t, 'tidemark-exp-');
   const m = await createMachine(home, 'g', { disks: [{ size: 32 * MiB }], memoryMiB: 256, network: false });
   const base = m.disks[0]!.path;
-  assert.equal((await start(home, 'g', WRITER)).status.state, 'running');
-  t.after(() => stopMachine(home, 'g', { force: true }).catch(() => undefined));
+  assert.equal((await start(t, home, 'g', WRITER)).status.state, 'running');
   const atCheckpoint = await waitWrites(m.dir, 3);
 
   // 1. A backup checkpoint made while the guest writes; the export adopts it. The frozen image is

@@ -5,7 +5,6 @@ import { requireVm } from '../vm/guest.js';
 import { assertRecovered, background, killRunnerAt, lastWrite, start, waitWrites, WRITER } from './onlineKit.js';
 import { createCheckpoint } from '../../src/checkpoint/checkpoints.js';
 import { createMachine } from '../../src/vm/machines.js';
-import { stopMachine } from '../../src/vm/runMachine.js';
 
 const MiB = 2 ** 20;
 
@@ -16,11 +15,10 @@ test('online: a runner SIGKILLed mid-fork, the guest already writing the unrecor
   const base = m.disks[0]!.path;
   t.after(() => {
     delete process.env.TIDEMARK_DEBUG_RUNNER_PAUSE_AT;
-    return stopMachine(home, 'g', { force: true }).catch(() => undefined);
   });
   // Killed after the fork resumed the guest on the child, before the CLI recorded the checkpoint.
   process.env.TIDEMARK_DEBUG_RUNNER_PAUSE_AT = 'fork-resumed';
-  await start(home, 'g', WRITER);
+  await start(t, home, 'g', WRITER);
   await waitWrites(m.dir, 3);
   const create = background(home, ['checkpoint', 'create', 'g']);
   const n = await killRunnerAt(m.dir, 'fork-resumed', async () => {

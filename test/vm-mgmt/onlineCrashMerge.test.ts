@@ -5,7 +5,6 @@ import { requireVm } from '../vm/guest.js';
 import { assertRecovered, background, killRunnerAt, lastWrite, start, waitWrites, WRITER } from './onlineKit.js';
 import { createCheckpoint } from '../../src/checkpoint/checkpoints.js';
 import { createMachine } from '../../src/vm/machines.js';
-import { stopMachine } from '../../src/vm/runMachine.js';
 
 const MiB = 2 ** 20;
 
@@ -16,11 +15,10 @@ test('online: a runner SIGKILLed while merging a checkpoint back is recovered by
   const base = m.disks[0]!.path;
   t.after(() => {
     delete process.env.TIDEMARK_DEBUG_RUNNER_PAUSE_AT;
-    return stopMachine(home, 'g', { force: true }).catch(() => undefined);
   });
   // Killed while merging a standard checkpoint back (the guest paused, the parent half written).
   process.env.TIDEMARK_DEBUG_RUNNER_PAUSE_AT = 'merge-copied';
-  await start(home, 'g', WRITER);
+  await start(t, home, 'g', WRITER);
   await waitWrites(m.dir, 2);
   const cp = (await createCheckpoint(home, 'g'))[0]!;
   await waitWrites(m.dir, (await lastWrite(m.dir)) + 3); // into the child

@@ -1,5 +1,7 @@
 /** Helpers of the online-checkpoint tests: a guest that keeps writing numbered blocks while we fork and merge. */
 import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
+import { pidAlive } from '../../src/checkpoint/pidAlive.js';
 import { spawn } from 'node:child_process';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { DiskLock } from '../../src/blockdev/DiskLock.js';
@@ -37,9 +39,18 @@ export async function bootOptions(dir: string, script: string, disks = 1): Promi
   return { kernel, initrd, append: `console=ttyS0 panic=-1 loglevel=3 mitigations=off tidemark.disks=${disks}`, qemuArgs: ['-fw_cfg', `name=opt/tidemark/script,file=${path}`] };
 }
 
-/** Start `ref` running `script` (in-process library call; the runner is a detached `tidemark vm run`). */
-export async function start(home: string, ref: string, script: string): Promise<MachineView> {
-  return startMachine(home, ref, await bootOptions(home, script), 90_000);
+/**
+ * Start `ref` running `script` (in-process library call; the runner is a detached `tidemark vm run`).
+ * When the test ends, the runner and its QEMU are SIGKILLed by PID if still alive — not through the
+ * inventory, whose temp folder may already be gone by then.
+ */
+export async function start(t: TestContext, home: string, ref: string, script: string): Promise<MachineView> {
+  const v = await startMachine(home, ref, await bootOptions(home, script), 90_000);
+  const pids = [v.status.runtime?.qemuPid, v.status.runtime?.pid].filter((p): p is number => !!p);
+  t.after(() => {
+    for (const pid of pids) if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+  });
+  return v;
 }
 
 /** The highest `wrote=` the guest reported so far (0 before the first). */

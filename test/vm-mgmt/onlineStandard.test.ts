@@ -19,8 +19,7 @@ test('online: standard checkpoints of a running guest (group fork, a chain of tw
   const b = await createMachine(home, 'b', { disks: [{ size: 16 * MiB }], memoryMiB: 256, network: false });
   await createGroup(home, 'grp', ['a', 'b']);
   const base = a.disks[0]!.path;
-  assert.equal((await start(home, 'a', WRITER)).status.state, 'running');
-  t.after(() => stopMachine(home, 'a', { force: true }).catch(() => undefined));
+  assert.equal((await start(t, home, 'a', WRITER)).status.state, 'running');
   await waitWrites(a.dir, 3);
   // An RCT ID sealed through the runner's control socket before the checkpoints.
   const h0 = await openRctHandle(base, { mutate: true });
