@@ -181,6 +181,7 @@ async function reconcileServed(m: MachineRecord, served: RunnerJournalDisk[], on
 async function waitLocksFree(paths: string[], ms = 10_000): Promise<void> {
   const deadline = Date.now() + ms;
   for (const p of paths) {
+    if (!(await exists(p))) continue; // never create a lock file for a disk that is gone
     for (;;) {
       try {
         const l = await DiskLock.acquire(p, { exclusive: true, holder: 'tidemark recovery (probe)' });

@@ -240,3 +240,32 @@ test('latestSnapshotOf skips a manifest removed (by a concurrent forget) between
   const latest = await latestSnapshotOf(repo, source.id);
   assert.equal(latest?.id, s1.id);
 });
+
+// Found by the repo soak (seed 2663073958, round 6, a `verify --read-data` running during a `forget`):
+// verify lists the manifests, forget removes some, verify reports them "missing" — damage that does not
+// exist (exit 1, "back up the affected sources again"). A manifest listed and then gone was forgotten,
+// not damaged. (src/repo/verifyRepository.ts, owned by the packs work.)
+test('verify does not report a manifest removed by a concurrent forget as damage', { todo: 'verifyRepository: skip manifests that vanish between listing and loading (src/repo)' }, async () => {
+  const { MemoryBackend } = await import('../../src/backend/MemoryBackend.js');
+  const { MemoryDevice } = await import('../../src/blockdev/MemoryDevice.js');
+  const { runBackup } = await import('../../src/repo/runBackup.js');
+  const { verifyRepository } = await import('../../src/repo/verifyRepository.js');
+  const { initRepo } = await import('./helpers.js');
+  const backend = new MemoryBackend();
+  const repo = await initRepo(backend);
+  const source = { id: 'disk:/x', name: 'x' };
+  const dev = new MemoryDevice(MiB);
+  await dev.write(0, Buffer.alloc(65536, 7));
+  await runBackup(repo, { source, disks: [{ name: 'x', device: dev }] });
+  const s2 = await runBackup(repo, { source, disks: [{ name: 'x', device: dev }] });
+  const list = backend.list.bind(backend);
+  backend.list = async function* (type) {
+    const names: string[] = [];
+    for await (const n of list(type)) names.push(n);
+    if (type === 'snapshots' && names.includes(s2.id)) await backend.remove('snapshots', s2.id); // forget, right after the listing
+    yield* names;
+  };
+  const rep = await verifyRepository(repo, { readData: true });
+  assert.deepEqual(rep.problems, []);
+  assert.equal(rep.ok, true);
+});
