@@ -247,6 +247,11 @@ export class PackStore {
     return { bytes: await this.readRange(loc.pack, loc.offset, loc.length), where: loc };
   }
 
+  /** `length` bytes of a pack from `offset` (short at its end): one ranged read (restore's windows). */
+  readPackRange(pack: string, offset: number, length: number): Promise<Buffer> {
+    return this.readRange(pack, offset, length);
+  }
+
   private async readRange(pack: string, offset: number, length: number): Promise<Buffer> {
     const b = this.backend;
     return b.getRange ? b.getRange('packs', pack, offset, length) : (await b.get('packs', pack)).subarray(offset, offset + length);

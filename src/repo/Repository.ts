@@ -23,6 +23,7 @@ import { decodeObject, encodeObject, objectDigest, type RepoKeys } from './Objec
 import { decodeRepoConfig, encodeRepoConfig, isChunkSize, isFanout, newRepoConfig, type RepoConfig } from './RepoConfig.js';
 import { UsageError } from '../errors.js';
 import { zstd } from './zstd.js';
+import { decodeBlobs, type DecodeBlobsResult, type WindowBlob } from './decodeBlobs.js';
 import { CodecPool } from './CodecPool.js';
 import type { BlobKind } from './PackFormat.js';
 import { PackStore } from './PackStore.js';
@@ -277,6 +278,16 @@ export class Repository {
   async getChunk(digest: string, zeroLength = this.config.chunkSize, opts: { sequential?: boolean } = {}): Promise<Buffer> {
     if (digest === ZERO_DIGEST) return Buffer.alloc(zeroLength);
     return this.getObject('chunks', digest, opts.sequential);
+  }
+
+  /** decodeBlobs for chunks with this repository's keys, on the calling thread (restore's inline path). */
+  decodeChunkWindow(window: Buffer, blobs: readonly WindowBlob[]): DecodeBlobsResult {
+    return decodeBlobs(window, blobs, ObjectKind.chunk, this.keys, this.backend.location);
+  }
+
+  /** A pool of `size` codec workers holding this repository's keys (restore's decoders); close it when done. */
+  createCodecPool(size: number): CodecPool {
+    return new CodecPool(size, this.keys, this.zstdLevel);
   }
 
   /** Store an index page (used by IndexWriter); counts pages actually written. */

@@ -1,17 +1,25 @@
 /**
- * Worker-thread side of CodecPool: encodes chunks (digest + zstd + AES-GCM) off the main thread.
- * Receives { id, data }, answers { id, digest, bytes } or { id, error }.
+ * Worker-thread side of CodecPool: encodes chunks (digest + zstd + AES-GCM) or decodes a restore's
+ * read window (decodeBlobs: AES-GCM + zstd + digest check) off the main thread.
+ * Receives { id, data } -> { id, digest, bytes }; { id, op: 'decode', window, blobs } -> { id, decoded };
+ * any failure -> { id, error }.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { ObjectKind } from './constants.js';
+import { decodeBlobs, type WindowBlob } from './decodeBlobs.js';
 import { encodeObject, objectDigest, type RepoKeys } from './ObjectCodec.js';
 
 const init = workerData as { encKey?: Uint8Array; idKey?: Uint8Array; zstdLevel: number };
 const keys: RepoKeys | null = init.encKey && init.idKey ? { encKey: Buffer.from(init.encKey), idKey: Buffer.from(init.idKey) } : null;
 
-parentPort!.on('message', (msg: { id: number; data: Uint8Array }) => {
+parentPort!.on('message', (msg: { id: number; data?: Uint8Array; op?: 'decode'; window?: Uint8Array; blobs?: WindowBlob[] }) => {
   try {
-    const plain = Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength);
+    if (msg.op === 'decode') {
+      const decoded = decodeBlobs(msg.window!, msg.blobs!, ObjectKind.chunk, keys);
+      parentPort!.postMessage({ id: msg.id, decoded }, decoded.ok ? [decoded.plain.buffer as ArrayBuffer] : []);
+      return;
+    }
+    const plain = Buffer.from(msg.data!.buffer, msg.data!.byteOffset, msg.data!.byteLength);
     const digest = objectDigest(plain, keys);
     const bytes = encodeObject(ObjectKind.chunk, plain, { keys, zstdLevel: init.zstdLevel });
     parentPort!.postMessage({ id: msg.id, digest, bytes });

@@ -5,7 +5,7 @@ import { CorruptError, ExitCode, InUseError, TidemarkError } from '../errors.js'
  * bad header, truncated). Names the object so `verify` can say which restore points it affects.
  */
 export class CorruptObjectError extends CorruptError {
-  constructor(readonly location: string, readonly type: string, readonly objectName: string, detail: string) {
+  constructor(readonly location: string, readonly type: string, readonly objectName: string, readonly detail: string) {
     super(location, `${type}/${objectName}`, `${detail}; the object is damaged — run \`verify\` to list the affected restore points, then back up again so new restore points do not depend on it`, { type, name: objectName });
   }
 }
