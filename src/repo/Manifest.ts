@@ -4,6 +4,7 @@
  * (see docs/design.md (repo section) "Invariants"), so a visible snapshot never dangles.
  */
 import { NotFoundError, UsageError } from '../errors.js';
+import { ObjectNotFoundError } from '../backend/errors.js';
 import { CorruptObjectError } from './errors.js';
 import { isChunkSize, isFanout } from './RepoConfig.js';
 import type { Repository } from './Repository.js';
@@ -118,10 +119,25 @@ export async function loadManifest(repo: Repository, id: string): Promise<Snapsh
   return { ...(m as Manifest), id };
 }
 
-/** Every snapshot, oldest first. A damaged manifest rejects (use verifyRepository to survey damage). */
-export async function listSnapshots(repo: Repository): Promise<Snapshot[]> {
+/**
+ * Every snapshot, oldest first. A manifest listed and then gone (removed by a concurrent forget) is
+ * skipped. A damaged manifest rejects, unless `onDamaged` is given: then it is reported there and
+ * skipped (listing and forget stay usable; prune stays strict — it must know every reference).
+ */
+export async function listSnapshots(repo: Repository, opts: { onDamaged?: (id: string, err: CorruptObjectError) => void } = {}): Promise<Snapshot[]> {
   const out: Snapshot[] = [];
-  for await (const id of repo.backend.list('snapshots')) out.push(await loadManifest(repo, id));
+  for await (const id of repo.backend.list('snapshots')) {
+    try {
+      out.push(await loadManifest(repo, id));
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError) continue;
+      if (err instanceof CorruptObjectError && opts.onDamaged) {
+        opts.onDamaged(id, err);
+        continue;
+      }
+      throw err;
+    }
+  }
   return out.sort((a, b) => Date.parse(a.time) - Date.parse(b.time) || a.id.localeCompare(b.id));
 }
 

@@ -28,23 +28,63 @@ import { IndexTree } from './IndexTree.js';
 import { listSnapshots, type Snapshot } from './Manifest.js';
 import { applyForgetPolicy, policyIsEmpty, type ForgetPolicy } from './forgetPolicy.js';
 import { RepoLock } from './RepoLock.js';
+import { NotFoundError, UsageError } from '../errors.js';
 import type { Repository } from './Repository.js';
 
 export interface ForgetResult {
   kept: Array<{ snapshot: Snapshot; reasons: string[] }>;
   removed: Snapshot[];
+  /** Manifests that could not be read (skipped by the policy; remove them with `ids`). */
+  damaged: Array<{ id: string; message: string }>;
+  /** Manifests removed by id (`ids`), readable or not. */
+  removedIds: string[];
 }
 
-export async function forget(repo: Repository, policy: ForgetPolicy, opts: { dryRun?: boolean; groupBy?: (s: Snapshot) => string } = {}): Promise<ForgetResult> {
-  if (policyIsEmpty(policy)) return { kept: (await listSnapshots(repo)).map((s) => ({ snapshot: s, reasons: ['no policy'] })), removed: [] };
+export interface ForgetOptions {
+  dryRun?: boolean;
+  groupBy?: (s: Snapshot) => string;
+  /**
+   * Remove these snapshots (full ids or unique prefixes of >= 4 characters) whatever the policy says —
+   * also damaged manifests, which cannot be loaded and so never match a policy.
+   */
+  ids?: string[];
+}
+
+/**
+ * Apply a retention policy (and/or remove snapshots by id) under a shared lock: manifests are removed,
+ * data stays until `prune`. A damaged manifest does not stop forget: it is reported in `damaged` and
+ * kept unless named in `ids`.
+ */
+export async function forget(repo: Repository, policy: ForgetPolicy, opts: ForgetOptions = {}): Promise<ForgetResult> {
   const lock = opts.dryRun ? null : await RepoLock.acquire(repo, { exclusive: false });
   try {
-    const d = applyForgetPolicy(await listSnapshots(repo), policy, opts.groupBy);
-    if (!opts.dryRun) for (const s of d.remove) await repo.backend.remove('snapshots', s.id);
-    return { kept: d.keep, removed: d.remove };
+    const damaged: ForgetResult['damaged'] = [];
+    const all = await listSnapshots(repo, { onDamaged: (id, err) => damaged.push({ id, message: err.message }) });
+    const removedIds = await resolveIds(repo, opts.ids ?? []);
+    const named = new Set(removedIds);
+    const rest = all.filter((s) => !named.has(s.id));
+    const d = policyIsEmpty(policy) ? { keep: rest.map((s) => ({ snapshot: s, reasons: ['no policy'] })), remove: [] as Snapshot[] } : applyForgetPolicy(rest, policy, opts.groupBy);
+    if (!opts.dryRun) {
+      for (const id of removedIds) await repo.backend.remove('snapshots', id);
+      for (const s of d.remove) await repo.backend.remove('snapshots', s.id);
+    }
+    return { kept: d.keep, removed: d.remove, damaged: damaged.filter((x) => !named.has(x.id)), removedIds };
   } finally {
     await lock?.release();
   }
+}
+
+/** Full manifest names for ids or unique prefixes (listing only: damaged manifests resolve too). */
+async function resolveIds(repo: Repository, ids: string[]): Promise<string[]> {
+  if (ids.length === 0) return [];
+  const names: string[] = [];
+  for await (const n of repo.backend.list('snapshots')) names.push(n);
+  return ids.map((id) => {
+    const m = names.filter((n) => n.startsWith(id));
+    if (id.length < 4 || m.length > 1) throw new UsageError(`snapshot id ${id} is ${id.length < 4 ? 'too short' : 'ambiguous'}; give at least 4 characters that match one snapshot`);
+    if (m.length === 0) throw new NotFoundError(`snapshot ${id}`, 'list snapshots to see the ids');
+    return m[0]!;
+  });
 }
 
 export interface PruneOptions {

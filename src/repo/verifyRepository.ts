@@ -21,6 +21,7 @@ import { CorruptObjectError } from './errors.js';
 import { readIndexPage, treeDepth } from './IndexTree.js';
 import { loadManifest, type Snapshot } from './Manifest.js';
 import type { Repository } from './Repository.js';
+import { RepoLock } from './RepoLock.js';
 
 export interface VerifyProblem {
   /** `packs`: a pack whose bytes no longer hash to its name (damage outside any referenced blob); `packindex`: an unreadable pack index. */
@@ -49,7 +50,21 @@ export interface VerifyOptions {
   onProgress?: (p: { phase: 'snapshots' | 'index' | 'chunks'; done: number; total: number }) => void;
 }
 
+/**
+ * Check the repository (see the file comment). Holds a shared repository lock while it runs, so a prune
+ * (exclusive) cannot sweep objects out from under it and make them look missing; a concurrent forget
+ * (shared) may remove manifests, which are then skipped, not reported.
+ */
 export async function verifyRepository(repo: Repository, opts: VerifyOptions = {}): Promise<VerifyReport> {
+  const lock = await RepoLock.acquire(repo, { exclusive: false });
+  try {
+    return await verifyLocked(repo, opts);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function verifyLocked(repo: Repository, opts: VerifyOptions): Promise<VerifyReport> {
   const concurrency = Math.max(1, opts.concurrency ?? 8);
   const problems = new Map<string, VerifyProblem>();
   const record = (type: VerifyProblem['type'], name: string, err: unknown): void => {
@@ -71,6 +86,8 @@ export async function verifyRepository(repo: Repository, opts: VerifyOptions = {
     try {
       snapshots.push(await loadManifest(repo, id));
     } catch (err) {
+      // Listed, then gone: a concurrent forget removed it (forget holds only a shared lock) — not damage.
+      if (err instanceof ObjectNotFoundError) continue;
       record('snapshots', id, err);
       problems.get(`snapshots/${id}`)!.snapshots.push(id);
     }

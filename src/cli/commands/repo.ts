@@ -43,7 +43,7 @@ export function register(program: Command): void {
 
   pass(repo.command('snapshots <path>').description('list restore points, oldest first').option('--json', 'print as JSON')).action(async (path: string, o: { passphraseFile?: string; json?: boolean }) => {
     const r = await openRepositoryAt(path, o);
-    const snaps = await listSnapshots(r);
+    const snaps = await listSnapshots(r, { onDamaged: warnDamaged });
     printResult(o.json, snaps, () =>
       snaps.length === 0
         ? 'no snapshots'
@@ -82,24 +82,25 @@ export function register(program: Command): void {
       .option('--keep-weekly <n>', 'keep the newest snapshot of each of the last n weeks', countArg)
       .option('--keep-monthly <n>', 'keep the newest snapshot of each of the last n months', countArg)
       .option('--keep-yearly <n>', 'keep the newest snapshot of each of the last n years', countArg);
-  const forgetCmd = (c: Command): Command => pass(keep(c.description('remove snapshots not kept by the policy (per host + source); see also --prune')).option('--dry-run', 'only show what would be removed').option('--prune', 'prune afterwards').option('--json', 'print as JSON'));
-  const forgetAction = async (path: string, o: KeepOpts & { dryRun?: boolean; prune?: boolean; passphraseFile?: string; json?: boolean }): Promise<void> => {
+  const forgetCmd = (c: Command): Command => pass(keep(c.description('remove snapshots not kept by the policy (per host + source); see also --prune')).option('--snapshot <id...>', 'also remove these snapshots by id (works for damaged manifests too)').option('--dry-run', 'only show what would be removed').option('--prune', 'prune afterwards').option('--json', 'print as JSON'));
+  const forgetAction = async (path: string, o: KeepOpts & { snapshot?: string[]; dryRun?: boolean; prune?: boolean; passphraseFile?: string; json?: boolean }): Promise<void> => {
       const policy: ForgetPolicy = { last: o.keepLast, hourly: o.keepHourly, daily: o.keepDaily, weekly: o.keepWeekly, monthly: o.keepMonthly, yearly: o.keepYearly };
-      if (!Object.values(policy).some((n) => (n ?? 0) > 0)) throw new UsageError('forget needs a policy: at least one --keep-* option');
+      if (!Object.values(policy).some((n) => (n ?? 0) > 0) && !o.snapshot?.length) throw new UsageError('forget needs a policy (at least one --keep-* option) or --snapshot <id>');
       const r = await openRepositoryAt(path, o);
-      const f = await forget(r, policy, { dryRun: o.dryRun });
+      const f = await forget(r, policy, { dryRun: o.dryRun, ids: o.snapshot });
+      for (const d of f.damaged) process.stderr.write(`tidemark: warning: snapshot ${d.id.slice(0, 12)} is damaged and was kept (${d.message}); remove it with --snapshot ${d.id.slice(0, 12)}\n`);
       const pr = o.prune && !o.dryRun ? await prune(r) : null;
-      const out = { kept: f.kept.map((k) => ({ id: k.snapshot.id, time: k.snapshot.time, reasons: k.reasons })), removed: f.removed.map((s) => ({ id: s.id, time: s.time })), prune: pr, dryRun: !!o.dryRun };
+      const out = { kept: f.kept.map((k) => ({ id: k.snapshot.id, time: k.snapshot.time, reasons: k.reasons })), removed: [...f.removedIds.map((id) => ({ id, time: null as string | null })), ...f.removed.map((s) => ({ id: s.id, time: s.time as string | null }))], damaged: f.damaged, prune: pr, dryRun: !!o.dryRun };
       printResult(o.json, out, () =>
         [
           ...out.kept.map((k) => `keep   ${k.id.slice(0, 12)}  ${k.time}  (${k.reasons.join(', ')})`),
-          ...out.removed.map((k) => `${o.dryRun ? 'would remove' : 'remove'} ${k.id.slice(0, 12)}  ${k.time}`),
+          ...out.removed.map((k) => `${o.dryRun ? 'would remove' : 'remove'} ${k.id.slice(0, 12)}  ${k.time ?? '(by id)'}`),
           ...(pr ? [pruneText(pr)] : []),
         ].join('\n'),
       );
   };
   forgetCmd(repo.command('forget <path>')).action(forgetAction);
-  forgetCmd(program.command('forget')).option('--repo <dir>', DEFAULT_REPO_HELP).action((o: KeepOpts & { repo?: string; dryRun?: boolean; prune?: boolean; passphraseFile?: string; json?: boolean }) => forgetAction(o.repo ?? defaultRepositoryPath(), o));
+  forgetCmd(program.command('forget')).option('--repo <dir>', DEFAULT_REPO_HELP).action((o: KeepOpts & { repo?: string; snapshot?: string[]; dryRun?: boolean; prune?: boolean; passphraseFile?: string; json?: boolean }) => forgetAction(o.repo ?? defaultRepositoryPath(), o));
 
   const pruneCmd = (c: Command): Command => pass(c.description('delete chunks and index pages no snapshot references (exclusive lock; objects younger than 2 h are kept)').option('--dry-run', 'only count').option('--json', 'print as JSON'));
   const pruneAction = async (path: string, o: { dryRun?: boolean; passphraseFile?: string; json?: boolean }): Promise<void> => {
@@ -159,4 +160,9 @@ function countArg(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`"${v}" is not a non-negative integer`);
   return n;
+}
+
+/** `snapshots` and `forget` list what they can read and name each damaged manifest on stderr. */
+export function warnDamaged(id: string, err: Error): void {
+  process.stderr.write(`tidemark: warning: snapshot ${id.slice(0, 12)} is damaged and not listed (${err.message}); run verify, then \`tidemark forget --snapshot ${id.slice(0, 12)}\`\n`);
 }

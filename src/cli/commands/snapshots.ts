@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { diffDisks } from '../../backup/diffSnapshots.js';
 import { selectDisk } from '../../backup/selectDisk.js';
 import { findSnapshot, listSnapshots, type Snapshot } from '../../repo/Manifest.js';
+import { warnDamaged } from './repo.js';
 import { formatSize } from '../../util/size.js';
 import { printResult } from '../output.js';
 import { openRepo, repoOptions, type RepoOpts } from './backup.js';
@@ -14,7 +15,7 @@ export function register(program: Command): void {
     async (o: RepoOpts & { source?: string }) => {
       const repo = await openRepo(o);
       try {
-        const all = (await listSnapshots(repo)).filter((s) => !o.source || s.source.name.includes(o.source) || s.source.id.includes(o.source));
+        const all = (await listSnapshots(repo, { onDamaged: warnDamaged })).filter((s) => !o.source || s.source.name.includes(o.source) || s.source.id.includes(o.source));
         printResult(o.json, all, () => (all.length === 0 ? 'no snapshots' : all.map(line).join('\n')));
       } finally {
         await repo.close();
