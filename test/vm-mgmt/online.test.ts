@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import { tempDir } from '../helpers/tools.js';
 import { requireVm } from '../vm/guest.js';
 import { hashDisk } from './harness.js';
-import { assertHoldsWrites, avhdxIn, blockNumbers, lastWrite, ok, start, waitWrites, WRITER } from './onlineKit.js';
+import { assertHoldsWrites, avhdxIn, blockNumbers, lastWrite, ok, start, waitState, waitWrites, WRITER } from './onlineKit.js';
+import { readFile } from 'node:fs/promises';
+import { parseResults } from '../vm/guest.js';
 import { createMachine, showMachine } from '../../src/vm/machines.js';
 import { stopMachine } from '../../src/vm/runMachine.js';
 import { listRefpoints } from '../../src/checkpoint/refpoints.js';
@@ -82,5 +84,16 @@ test('online: backup checkpoint + full/differential/differential/synthetic expor
     const v = await importExport(home, e.dir, { copy: true, newId: true, name: `imp${i + 1}` });
     assert.equal(await hashDisk(v.disks[0]!.path), frozenHash[i], `import of export ${i + 1}`);
     assertHoldsWrites(await blockNumbers(v.disks[0]!.path), wroteAtFork[i]!, `import of export ${i + 1}`);
+  }
+
+  // 5. Boot every import: the guest reads its whole disk through Tidemark's NBD server (for imp2/imp3 a
+  //    relinked .avhdx chain over the base export) and must see exactly the image frozen at that fork.
+  for (let i = 0; i < 4; i++) {
+    const name = `imp${i + 1}`;
+    const v = await start(t, home, name, 'result sha "$(sha /dev/vda)"\nresult seen "$(dd if=/dev/vda bs=4096 skip=20 count=1 2>/dev/null | head -c 14)"');
+    await waitState(home, name, 'off', 120_000);
+    const res = parseResults(await readFile(join(v.dir, 'console.log'), 'utf8'));
+    assert.equal(res.sha, frozenHash[i], `${name}: the booted guest reads the image frozen at fork ${i + 1}`);
+    assert.match(res.seen ?? '', /^block \d{8}$/, `${name}: the guest sees its own writes`);
   }
 });
