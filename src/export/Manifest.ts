@@ -46,6 +46,8 @@ export interface ExportManifest {
   warnings: string[];
   /** `export --provider`: storage cloned the disk files, Tidemark exported the configuration. */
   provider?: ProviderName;
+  /** The backup checkpoint's consistency and quiesce method (src/checkpoint/quiesce.ts); absent in older exports. */
+  consistency?: { level: 'application' | 'crash'; quiesce: 'guest-agent' | 'hooks' | 'none' };
 }
 
 export const manifestPath = (dir: string) => join(dir, 'manifest.json');

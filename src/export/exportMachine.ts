@@ -99,6 +99,7 @@ interface Frozen {
   base?: RefpointRecord;
   seq: number;
   warnings: string[];
+  consistency?: ExportManifest['consistency'];
 }
 
 export async function exportMachine(home: string, ref: string, dirArg: string, opts: ExportOptions = {}): Promise<ExportResult> {
@@ -144,7 +145,7 @@ export async function exportMachine(home: string, ref: string, dirArg: string, o
     } else {
       rctIds = [];
       for (const d of m.config.disks) rctIds.push({ slot: d.slot, rctId: await sealDisk(d.path, warnings) });
-      cp = await forkMachine(m, 'backup', `export-${m.nextRefSeq}`, { holder, rctIds });
+      cp = await forkMachine(m, 'backup', `export-${m.nextRefSeq}`, { holder, rctIds }, { warnings }); // quiesced when possible
     }
     const seq = m.nextRefSeq++;
     return {
@@ -152,6 +153,7 @@ export async function exportMachine(home: string, ref: string, dirArg: string, o
       name: m.name,
       cpId: cp.id,
       config: structuredClone(cp.config),
+      ...(cp.consistency ? { consistency: { level: cp.consistency, quiesce: cp.quiesce ?? 'none' } } : {}),
       disks: cp.disks.map((d) => ({ slot: d.slot, frozen: d.parent, current: d.child, rctId: rctIds.find((r) => r.slot === d.slot)?.rctId ?? '' })),
       ...(base ? { base: structuredClone(base) } : {}),
       seq,
@@ -192,6 +194,7 @@ export async function exportMachine(home: string, ref: string, dirArg: string, o
       disks,
       warnings: fz.warnings,
       ...(provider ? { provider: provider.name } : {}),
+      ...(fz.consistency ? { consistency: fz.consistency } : {}),
     };
     await writeAtomic(manifestPath(dir), JSON.stringify(manifest, null, 2) + '\n');
     await step('manifest');

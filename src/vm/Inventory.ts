@@ -82,6 +82,13 @@ export interface CheckpointRecord {
   rctIds?: Array<{ slot: number; rctId: string }>;
   /** Backup checkpoints: set once the export is complete; becomes a reference point on merge. */
   refpoint?: RefpointRecord;
+  /**
+   * How consistent the frozen disks are (src/checkpoint/quiesce.ts): `application` (guest quiesced, or
+   * the machine was off), `crash` (running, not quiesced). Absent on records made before it existed.
+   */
+  consistency?: 'application' | 'crash';
+  /** How the guest was quiesced: `guest-agent`, `hooks`, `none`. */
+  quiesce?: 'guest-agent' | 'hooks' | 'none';
 }
 
 /** A running machine: the `tidemark vm run` process serving its disks and supervising QEMU. */
