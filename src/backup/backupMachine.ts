@@ -8,7 +8,9 @@
  *    point (the newest refpoint whose `repo.id` is this repository's config id); seal each disk's RCT
  *    (the ID names "now"; a disk whose tracking files are gone gets tracking re-enabled and a warning);
  *    fork every disk into a backup checkpoint held by this process (`forkMachine`); the machine keeps
- *    writing its children. (A holder-less backup checkpoint made by `checkpoint create --type backup`
+ *    writing its children. A running machine is forked online by its runner (the guest quiesced around
+ *    the fork when possible, else crash-consistent with a warning) and keeps running throughout; its
+ *    frozen parents are read while the runner holds them shared, and step 5 merges back online. (A holder-less backup checkpoint made by `checkpoint create --type backup`
  *    is adopted instead, with the IDs it sealed.)
  * 3. Per disk (the frozen image, read-only), choose the mode:
  *    - `full`: no previous snapshot of this machine, or the slot is new since it (reason given);
@@ -96,6 +98,11 @@ export interface BackupMachineResult {
   dedupRatio: number;
   durationMs: number;
   warnings: string[];
+  /**
+   * How consistent the frozen disks are (the backup checkpoint's record, src/checkpoint/quiesce.ts):
+   * `application` (machine off, or its guest quiesced by `quiesce`), `crash` (running, not quiesced).
+   */
+  consistency?: { level: 'application' | 'crash'; quiesce: 'guest-agent' | 'hooks' | 'none' };
 }
 
 /** The repository source id of a machine. */
@@ -115,6 +122,7 @@ interface Frozen {
   base?: RefpointRecord;
   seq: number;
   warnings: string[];
+  consistency?: BackupMachineResult['consistency'];
 }
 
 /**
@@ -156,7 +164,8 @@ export async function backupMachine(repo: Repository, home: string, ref: string,
       } else {
         rctIds = [];
         for (const d of m.config.disks) rctIds.push({ slot: d.slot, rctId: await sealDisk(d.path, warnings) });
-        cp = await forkMachine(m, 'backup', `backup-${m.nextRefSeq}`, { holder, rctIds });
+        // A running guest is quiesced around the fork when possible, else crash-consistent (a warning).
+        cp = await forkMachine(m, 'backup', `backup-${m.nextRefSeq}`, { holder, rctIds }, { warnings });
       }
       const seq = m.nextRefSeq++;
       const base = chainRefpoint(m, repoId);
@@ -165,6 +174,7 @@ export async function backupMachine(repo: Repository, home: string, ref: string,
         name: m.name,
         cpId: cp.id,
         config: structuredClone(cp.config),
+        ...(cp.consistency ? { consistency: { level: cp.consistency, quiesce: cp.quiesce ?? 'none' } } : {}),
         disks: cp.disks.map((d) => ({ slot: d.slot, frozen: d.parent, rctId: rctIds.find((r) => r.slot === d.slot)?.rctId ?? '' })),
         ...(base ? { base: structuredClone(base) } : {}),
         seq,
@@ -260,6 +270,7 @@ export async function backupMachine(repo: Repository, home: string, ref: string,
         dedupRatio: ratio(stats.bytesRead, bytesStored),
         durationMs: 0,
         warnings: fz.warnings,
+        ...(fz.consistency ? { consistency: fz.consistency } : {}),
       };
     } catch (err) {
       // Merge back now rather than leave it to the next command (which would do the same once we exit).
@@ -285,7 +296,8 @@ async function backupFrozenDisk(
   opts: BackupMachineOptions,
 ): Promise<{ entry: DiskEntry; stats: BackupStats; result: MachineDiskResult }> {
   const t0 = Date.now();
-  const dev: BlockDevice = await openDisk(d.frozen, { readOnly: true });
+  const frozen: BlockDevice = await openDisk(d.frozen, { readOnly: true });
+  const dev = process.env.TIDEMARK_DEBUG_STEPS !== undefined && process.env.TIDEMARK_DEBUG_PAUSE_AT === `disk${d.slot}-reading` ? pauseAfterFirstRead(frozen, `disk${d.slot}-reading`) : frozen;
   try {
     const size = dev.size;
     const prevDisk = prev?.disks.find((x) => x.slot === d.slot);
@@ -349,7 +361,7 @@ async function backupFrozenDisk(
       },
     };
   } finally {
-    await dev.close();
+    await frozen.close();
   }
 }
 
@@ -377,11 +389,42 @@ async function dropOlderRefpoints(m: MachineRecord, repoId: string, keep: string
   m.refpoints = m.refpoints.filter((r) => !old.includes(r));
 }
 
+/**
+ * Test hook (TIDEMARK_DEBUG_PAUSE_AT=disk<slot>-reading): `dev` whose reads, once the first one has
+ * completed, print the step and pause (debugStep) before answering: the backup is stopped mid-read, some
+ * chunks possibly stored, no manifest yet.
+ */
+function pauseAfterFirstRead(dev: BlockDevice, step: string): BlockDevice {
+  let gate: Promise<void> | undefined;
+  const after = async <T>(p: Promise<T>): Promise<T> => {
+    const v = await p;
+    gate ??= debugStep(step);
+    await gate;
+    return v;
+  };
+  return {
+    size: dev.size,
+    logicalSectorSize: dev.logicalSectorSize,
+    physicalSectorSize: dev.physicalSectorSize,
+    capabilities: dev.capabilities,
+    read: (o, l) => after(dev.read(o, l)),
+    ...(dev.readInto ? { readInto: (t: Uint8Array, to: number, o: number, l: number) => after(dev.readInto!(t, to, o, l)) } : {}),
+    write: (o, b, w) => dev.write(o, b, w),
+    zero: (o, l, z) => dev.zero(o, l, z),
+    trim: (o, l, w) => dev.trim(o, l, w),
+    flush: () => dev.flush(),
+    extents: (o, l) => dev.extents(o, l),
+    close: () => dev.close(),
+  };
+}
+
 const ratio = (read: number, stored: number) => (stored > 0 ? read / stored : read > 0 ? Infinity : 1);
 
 /**
  * Test hook (same protocol as the export job): TIDEMARK_DEBUG_STEPS=<ms> prints `tidemark-step <name>`
- * to stderr after each step and pauses <ms> there (only at step TIDEMARK_DEBUG_PAUSE_AT when set).
+ * to stderr after each step and pauses <ms> there (only at step TIDEMARK_DEBUG_PAUSE_AT when set). One
+ * extra step only when named by TIDEMARK_DEBUG_PAUSE_AT: `disk<slot>-reading` (mid-read, see
+ * pauseAfterFirstRead).
  */
 async function debugStep(s: string): Promise<void> {
   const ms = process.env.TIDEMARK_DEBUG_STEPS;

@@ -35,6 +35,7 @@ export interface MachineBackupJson {
   dedupRatio: number | null;
   durationMs: number;
   warnings: string[];
+  consistency?: { level: 'application' | 'crash'; quiesce: 'guest-agent' | 'hooks' | 'none' };
   repository: string;
 }
 

@@ -154,6 +154,7 @@ export function machineSummary(r: BackupMachineResult, repository: string) {
     machine: r.machine,
     ...(r.parent ? { parent: r.parent } : {}),
     refpoint: r.refpoint,
+    ...(r.consistency ? { consistency: r.consistency } : {}),
     disks: r.disks.map((d) => ({ ...d, dedupRatio: roundRatio(d.dedupRatio) })),
     bytesRead: r.bytesRead,
     chunksNew: r.chunksNew,
@@ -170,7 +171,7 @@ function machineText(r: BackupMachineResult): string {
   return [
     `snapshot ${r.snapshot.id.slice(0, 12)} of machine ${r.machine.name} (${r.disks.length} disk(s)${r.parent ? `, from ${r.parent.slice(0, 12)}` : ''})`,
     ...r.disks.map((d) => `  disk${d.slot}: ${d.mode}, read ${formatSize(d.bytesRead)} of ${formatSize(d.size)}; ${d.chunksNew} new chunk(s), ${d.chunksDeduplicated} already stored; stored ${formatSize(d.bytesStored)}${d.reason ? `\n    note: ${d.reason}` : ''}`),
-    `read ${formatSize(r.bytesRead)}, stored ${formatSize(r.bytesStored)}; ${(r.durationMs / 1000).toFixed(1)} s`,
+    `read ${formatSize(r.bytesRead)}, stored ${formatSize(r.bytesStored)}; ${(r.durationMs / 1000).toFixed(1)} s${r.consistency ? `; ${r.consistency.level}-consistent (quiesce: ${r.consistency.quiesce})` : ''}`,
     ...r.warnings.filter((w) => !r.disks.some((d) => d.reason && w.startsWith(d.reason))).map((w) => `warning: ${w}`),
   ].join('\n');
 }
