@@ -12,7 +12,9 @@
  * against restic's second backup of the whole file.
  *
  * restic is required (apt-get install restic): the bench fails with that message when it is missing.
- * TIDEMARK_BENCH_WORKERS=n runs Tidemark with n codec worker threads (default 0: inline).
+ * TIDEMARK_BENCH_WORKERS=n runs Tidemark with n codec worker threads (default 0: inline);
+ * TIDEMARK_BENCH_RESTORE_WORKERS=n decodes the restore's pack windows on n worker threads (default:
+ * restoreSnapshot's, 1).
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -134,7 +136,8 @@ export async function run(): Promise<void> {
     const resticAfterInc = await treeBytes(join(dir, 'restic'));
 
     // Restores of the latest state.
-    const [restS] = await timeIt(() => restoreSnapshot(repo, inc.snapshot.id, { to: join(dir, 'restored.raw') }));
+    const restoreWorkers = process.env.TIDEMARK_BENCH_RESTORE_WORKERS ? Number(process.env.TIDEMARK_BENCH_RESTORE_WORKERS) : undefined;
+    const [restS] = await timeIt(() => restoreSnapshot(repo, inc.snapshot.id, { to: join(dir, 'restored.raw'), workers: restoreWorkers }));
     await rm(join(dir, 'restored.raw'));
     await repo.close();
     const resticRestS = timed('sh', ['-c', `restic restore latest --target ${join(dir, 'restic-out')} >/dev/null && sync`], env);
@@ -148,7 +151,7 @@ export async function run(): Promise<void> {
     console.log(`  incremental   ${writes} x 64 KiB random writes = ${mib(changed)} (1%); tidemark ${inc.mode} ${incS.toFixed(2)} s (read ${mib(inc.bytesRead)} = ${((inc.bytesRead / size) * 100).toFixed(2)}% of the image)`);
     console.log(`                restic second backup ${resticIncS.toFixed(1)} s -> tidemark is ${ratio(resticIncS, incS)} faster (goal >= 20x)`);
     console.log(`                repository growth: tidemark ${mib(repoAfterInc - repoAfterFull)} = ${((repoAfterInc - repoAfterFull) / changed).toFixed(2)}x the changed bytes (goal <= 2x); restic ${mib(resticAfterInc - resticAfterFull)} = ${((resticAfterInc - resticAfterFull) / changed).toFixed(2)}x`);
-    console.log(`  restore       tidemark ${restS.toFixed(1)} s (${rate(allocated, restS)}); cp --sparse + sync ${cpS.toFixed(1)} s -> ${ratio(cpS, restS)} cp's speed (goal >= 0.7x); restic restore ${resticRestS.toFixed(1)} s -> ${ratio(resticRestS, restS)}`);
+    console.log(`  restore       tidemark ${restS.toFixed(1)} s (${rate(allocated, restS)}); cp --sparse + sync ${cpS.toFixed(1)} s -> ${ratio(cpS, restS)} cp's speed (goal >= 0.7x); restic restore ${resticRestS.toFixed(1)} s -> ${ratio(resticRestS, restS)}${restoreWorkers ? ` (${restoreWorkers} decode workers)` : ''}`);
     console.log(`  repository    tidemark ${mib(repoAfterInc)}, restic ${mib(resticAfterInc)} -> ${(repoAfterInc / resticAfterInc).toFixed(2)}x restic's size (after full + incremental)`);
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -19,7 +19,15 @@
 export interface Backend {
   /** Where the objects live, for messages (a directory, `memory:`...). */
   readonly location: string;
-  put(type: ObjectType, name: string, data: Uint8Array): Promise<boolean>;
+  put(type: ObjectType, name: string, data: Uint8Array, opts?: PutOptions): Promise<boolean>;
+  /**
+   * Optional: like `put`, but the object is published under its name only after `after` resolves; if
+   * `after` rejects, nothing is published and `putAfter` rejects with that error. Meanwhile the backend
+   * may prepare the object (LocalBackend writes and fsyncs its temp file), so an object that must follow
+   * another (a pack index after its packs) costs no extra sequential fsync. Callers fall back to
+   * `await after; put(...)` when a backend (or wrapper) lacks it — wrappers need not forward it.
+   */
+  putAfter?(type: ObjectType, name: string, data: Uint8Array, after: Promise<unknown>): Promise<boolean>;
   get(type: ObjectType, name: string): Promise<Buffer>;
   has(type: ObjectType, name: string): Promise<boolean>;
   list(type: ObjectType): AsyncIterable<string>;
@@ -45,6 +53,16 @@ export interface Backend {
  */
 export const OBJECT_TYPES = ['config', 'keys', 'chunks', 'index', 'snapshots', 'locks', 'packs', 'packindex'] as const;
 export type ObjectType = (typeof OBJECT_TYPES)[number];
+
+export interface PutOptions {
+  /**
+   * false: the object must never be seen torn, but its *name* need not survive a crash (LocalBackend
+   * fsyncs the content, skips the directory fsync). For locks: a lock matters only while its holder
+   * lives, and a crash that loses the name also ended the holder. Default true. Ignoring it (a wrapper
+   * that drops it) is always safe: the put is then fully durable.
+   */
+  nameDurable?: boolean;
+}
 
 export interface ObjectInfo {
   type: ObjectType;

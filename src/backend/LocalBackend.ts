@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { link, mkdir, open as fsOpen, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { Backend, ObjectInfo, ObjectType } from './Backend.js';
+import type { Backend, ObjectInfo, ObjectType, PutOptions } from './Backend.js';
 import { checkName, checkType } from './checkName.js';
 import { BackendIOError, NoSpaceError, ObjectNotFoundError } from './errors.js';
 import { fsyncDir } from '../util/fsyncDir.js';
@@ -24,7 +24,9 @@ export interface LocalBackendOptions {
  *
  * How `put` stays atomic and never overwrites: write `tmp/<name>.<random>`, fsync, then `link()` it
  * to the final name — link fails with EEXIST instead of replacing, so the first writer of a name wins
- * and a later put resolves `false` — then unlink the temp and fsync the directory. A failure at any
+ * and a later put resolves `false` — then unlink the temp and fsync the directory (not for
+ * `nameDurable: false`: locks). `putAfter` writes and fsyncs the temp file at once and links it only
+ * when the awaited promise resolves (a pack index after its packs: the fsyncs overlap). A failure at any
  * step removes the temp file, so a full disk leaves nothing behind. Filesystems without hard links
  * fall back to rename after an existence check (a tiny race between two writers of the same name,
  * harmless because names are content addresses).
@@ -43,15 +45,40 @@ export class LocalBackend implements Backend {
     return FANNED.has(type) ? join(this.root, type, name.slice(0, 2), name) : join(this.root, type, name);
   }
 
-  async put(type: ObjectType, name: string, data: Uint8Array): Promise<boolean> {
+  put(type: ObjectType, name: string, data: Uint8Array, opts: PutOptions = {}): Promise<boolean> {
+    return this.store(type, name, data, null, opts.nameDurable !== false);
+  }
+
+  /** The temp file is written and fsynced while `after` runs; linked (and the directory fsynced) once it resolves. */
+  putAfter(type: ObjectType, name: string, data: Uint8Array, after: Promise<unknown>): Promise<boolean> {
+    return this.store(type, name, data, after, true);
+  }
+
+  private async store(type: ObjectType, name: string, data: Uint8Array, after: Promise<unknown> | null, syncDir: boolean): Promise<boolean> {
     checkName(type, name);
+    after?.catch(() => undefined); // observed below
     const final = this.path(type, name);
-    if (await exists(final)) return false;
+    if (await exists(final)) {
+      await after;
+      return false;
+    }
     const tmpDir = join(this.root, 'tmp');
     const tmp = join(tmpDir, `${name}.${randomBytes(6).toString('hex')}`);
     try {
       await this.writeTemp(tmp, data);
-      return await this.commit(tmp, final);
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      await after?.catch(() => undefined);
+      throw this.mapError(err, 'put', type, name);
+    }
+    try {
+      await after;
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw err; // what we waited for failed: publish nothing
+    }
+    try {
+      return await this.commit(tmp, final, syncDir);
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
       throw this.mapError(err, 'put', type, name);
@@ -145,17 +172,30 @@ export class LocalBackend implements Backend {
   }
 
   /** Publish the temp file under its final name without replacing anything. */
-  private async commit(tmp: string, final: string): Promise<boolean> {
+  /**
+   * Publish the temp file under its final name without replacing anything; with `syncDir` make the
+   * name durable (fsync its directory — and the parent too when the directory had to be created, or
+   * the new directory's own entry could be lost in a crash).
+   */
+  private async commit(tmp: string, final: string, syncDir: boolean): Promise<boolean> {
     let created: boolean;
+    let madeFrom: string | undefined; // the topmost directory mkdir created
     try {
       created = await linkNoReplace(tmp, final);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      await mkdir(dirname(final), { recursive: true });
+      madeFrom = await mkdir(dirname(final), { recursive: true });
       created = await linkNoReplace(tmp, final);
     }
     await unlink(tmp).catch(() => undefined);
-    if (created) await fsyncDir(dirname(final));
+    if (created && syncDir) {
+      await fsyncDir(dirname(final));
+      // Each directory created here is an entry in its parent: make those durable too (rare: once per fan-out dir).
+      for (let d = dirname(final); madeFrom !== undefined; d = dirname(d)) {
+        await fsyncDir(dirname(d));
+        if (d === madeFrom || dirname(d) === d) break;
+      }
+    }
     return created;
   }
 

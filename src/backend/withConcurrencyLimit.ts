@@ -32,7 +32,7 @@ export function withConcurrencyLimit(next: Backend, n: number): Backend {
   return {
     location: next.location,
     ...(next.cleanup ? { cleanup: (ms: number) => limited(() => next.cleanup!(ms)) } : {}),
-    put: (t, name, d) => limited(() => next.put(t, name, d)),
+    put: (t, name, d, o) => limited(() => next.put(t, name, d, o)),
     get: (t, name) => limited(() => next.get(t, name)),
     ...(next.getRange ? { getRange: (t: ObjectType, name: string, o: number, l: number) => limited(() => next.getRange!(t, name, o, l)) } : {}),
     has: (t, name) => limited(() => next.has(t, name)),

@@ -40,7 +40,7 @@ export function withRetry(next: Backend, opts: RetryOptions = {}): Backend {
   return {
     location: next.location,
     ...(next.cleanup ? { cleanup: (ms: number) => attempt('cleanup', () => next.cleanup!(ms)) } : {}),
-    put: (t, n, d) => attempt('put', () => next.put(t, n, d)),
+    put: (t, n, d, o) => attempt('put', () => next.put(t, n, d, o)),
     get: (t, n) => attempt('get', () => next.get(t, n)),
     ...(next.getRange ? { getRange: (t: ObjectType, n: string, o: number, l: number) => attempt('getRange', () => next.getRange!(t, n, o, l)) } : {}),
     has: (t, n) => attempt('has', () => next.has(t, n)),

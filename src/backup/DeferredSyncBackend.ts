@@ -22,7 +22,7 @@
 import { randomBytes } from 'node:crypto';
 import { link, mkdir, open, readFile, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { Backend, ObjectInfo, ObjectType } from '../backend/Backend.js';
+import type { Backend, ObjectInfo, ObjectType, PutOptions } from '../backend/Backend.js';
 import { checkName, checkType } from '../backend/checkName.js';
 import { BackendIOError, NoSpaceError, ObjectNotFoundError } from '../backend/errors.js';
 import { LocalBackend } from '../backend/LocalBackend.js';
@@ -59,11 +59,11 @@ export class DeferredSyncBackend implements Backend {
     this.syncConcurrency = Math.max(1, opts.syncConcurrency ?? 64);
   }
 
-  async put(type: ObjectType, name: string, data: Uint8Array): Promise<boolean> {
+  async put(type: ObjectType, name: string, data: Uint8Array, opts?: PutOptions): Promise<boolean> {
     checkName(type, name);
     if (!DEFERRED.has(type)) {
       await this.barrier();
-      return this.local.put(type, name, data);
+      return this.local.put(type, name, data, opts);
     }
     const key = `${type}/${name}`;
     if (this.pending.has(key) || (await this.local.has(type, name))) return false;

@@ -1,8 +1,9 @@
 /**
  * restoreSnapshot: one disk of a restore point into a new image file (raw or dynamic VHDX).
  *
- * The image is built under a temporary sibling name (sparse: zero chunks are never written; chunks
- * fetched in parallel, out of order, each verified against its digest by restoreDevice), flushed,
+ * The image is built under a temporary sibling name (sparse: zero chunks are never written; packs
+ * read in large windows, chunks decoded in parallel and written out of order, each verified against its
+ * digest by restoreDevice), flushed,
  * closed, fsynced and only then renamed into place (and the directory fsynced). A failure or a crash
  * leaves no file at `to` — or the old one untouched when `overwrite` is set: never a partial image
  * where a good one was.
@@ -28,7 +29,10 @@ export interface RestoreSnapshotOptions {
   disk?: string;
   /** Replace an existing file at `to` (atomically). Default: refuse with DiskExistsError. */
   overwrite?: boolean;
+  /** Pack windows in flight (default: restoreDevice's, RESTORE_IN_FLIGHT). */
   concurrency?: number;
+  /** Codec worker threads decoding chunks (default 1: measured best on 2 cores, see docs/design.md "Restore: measured"). */
+  workers?: number;
   /** `size`: the disk's virtual size (the data written is at most that). */
   onProgress?: (p: RestoreProgress, size: number) => void;
   signal?: AbortSignal;
@@ -57,7 +61,7 @@ export async function restoreSnapshot(repo: Repository, snapshotId: string, opts
   let dev: BlockDevice | undefined;
   try {
     dev = format === 'raw' ? await RawFileDevice.create(temp, disk.size) : await VhdxDevice.create(temp, { size: vhdxSize(disk.size), type: 'dynamic' });
-    const p = await restoreDevice(repo, disk, dev, { concurrency: opts.concurrency ?? 16, onProgress: opts.onProgress && ((p) => opts.onProgress!(p, disk.size)), signal: opts.signal });
+    const p = await restoreDevice(repo, disk, dev, { concurrency: opts.concurrency, workers: opts.workers ?? 1, onProgress: opts.onProgress && ((p) => opts.onProgress!(p, disk.size)), signal: opts.signal });
     await dev.close();
     dev = undefined;
     await commitFile(temp, to, { overwrite: !!opts.overwrite });

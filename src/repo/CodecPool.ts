@@ -63,7 +63,11 @@ export class CodecPool {
    */
   decode(window: Buffer, blobs: readonly WindowBlob[]): Promise<DecodeBlobsResult> {
     // Transfer only a buffer the window owns whole; else copy (a transfer would detach shared memory).
-    const own = window.byteOffset === 0 && window.byteLength === window.buffer.byteLength ? window : Buffer.from(window);
+    let own = window;
+    if (window.byteOffset !== 0 || window.byteLength !== window.buffer.byteLength) {
+      own = Buffer.allocUnsafeSlow(window.length); // never from the shared pool
+      window.copy(own);
+    }
     const ab = own.buffer as ArrayBuffer;
     return this.send({ id: 0, op: 'decode', window: new Uint8Array(ab, 0, own.byteLength), blobs }, [ab]) as Promise<DecodeBlobsResult>;
   }

@@ -81,9 +81,11 @@ export function encodeObject(kind: ObjectKind, plain: Uint8Array, opts: EncodeOp
 
 /**
  * Decode and verify an object: header, authentication, decompression, length and digest == name.
- * `checkName: false` skips the digest check (for objects not named by digest).
+ * `checkName: false` skips the digest check (for objects not named by digest). `share`: a stored
+ * (uncompressed, unencrypted) plaintext may be returned as a view of `bytes` instead of a copy (the
+ * caller copies or drops it before `bytes` changes; restore's windows).
  */
-export function decodeObject(ref: ObjectRef, kind: ObjectKind, bytes: Uint8Array, keys?: RepoKeys | null, checkName = true): Buffer {
+export function decodeObject(ref: ObjectRef, kind: ObjectKind, bytes: Uint8Array, keys?: RepoKeys | null, checkName = true, share = false): Buffer {
   const bad = (detail: string): CorruptObjectError => new CorruptObjectError(ref.location, ref.type, ref.name, detail);
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (buf.length < OBJECT_HEADER_SIZE) throw bad(`${buf.length} bytes is shorter than the ${OBJECT_HEADER_SIZE}-byte header`);
@@ -123,7 +125,7 @@ export function decodeObject(ref: ObjectRef, kind: ObjectKind, bytes: Uint8Array
       throw bad(`zstd decompression failed (${(err as Error).message})`);
     }
   } else {
-    plain = Buffer.from(body);
+    plain = share ? body : Buffer.from(body);
   }
   if (plain.length !== plainLen) throw bad(`decodes to ${plain.length} bytes, header says ${plainLen}`);
   if (checkName) {

@@ -32,6 +32,13 @@ export interface BlobLocation extends PackEntry {
   pack: string;
 }
 
+/** A pack being stored; `claimed`: flush() already put it into a pack index (published after it). */
+interface Upload {
+  pack: PackIndexPack;
+  stored: Promise<void>;
+  claimed: boolean;
+}
+
 interface OpenBlob {
   kind: BlobKind;
   digest: string;
@@ -73,6 +80,7 @@ export class PackStore {
    *  damaged or missing data pack never takes index pages with it. */
   private open = new Map<BlobKind, { blobs: OpenBlob[]; size: number }>();
   private uploads = new Set<Promise<void>>();
+  private uploading = new Set<Upload>();
   private unindexed: PackIndexPack[] = [];
   private indexChain: Promise<void> = Promise.resolve();
   private failure: unknown = null;
@@ -150,6 +158,7 @@ export class PackStore {
     this.windows = new Map();
     this.unindexed = [];
     this.uploads = new Set();
+    this.uploading = new Set();
     this.indexChain = Promise.resolve();
     this.failure = null;
   }
@@ -310,16 +319,6 @@ export class PackStore {
     const blobs = o.blobs;
     this.open.delete(kind);
     const gen = this.generation;
-    const task = this.upload(blobs, gen).catch((err) => {
-      if (gen !== this.generation) return;
-      this.failure ??= err;
-      for (const b of blobs) this.pending.delete(key(b.kind, b.digest));
-    });
-    const tracked: Promise<void> = task.finally(() => this.uploads.delete(tracked));
-    this.uploads.add(tracked);
-  }
-
-  private async upload(blobs: OpenBlob[], gen: number): Promise<void> {
     const entries: PackEntry[] = [];
     let offset = 0;
     for (const b of blobs) {
@@ -327,35 +326,65 @@ export class PackStore {
       offset += b.bytes.length;
     }
     const bytes = Buffer.concat([...blobs.map((b) => b.bytes), encodePackTail(entries, this.keys)]);
-    const id = packId(bytes);
-    await this.backend.put('packs', id, bytes); // durable when it resolves (false: identical pack exists)
+    const pack: PackIndexPack = { id: packId(bytes), entries };
+    // Durable when it resolves (false: an identical pack exists).
+    const stored = (async () => void (await this.backend.put('packs', pack.id, bytes)))();
+    const upload: Upload = { pack, stored, claimed: false };
+    this.uploading.add(upload);
+    const task = stored
+      .then(() => this.stored(upload, blobs, bytes.length, gen))
+      .catch((err) => {
+        if (gen !== this.generation) return;
+        this.failure ??= err;
+        for (const b of blobs) this.pending.delete(key(b.kind, b.digest));
+      });
+    const tracked: Promise<void> = task.finally(() => {
+      this.uploads.delete(tracked);
+      this.uploading.delete(upload);
+    });
+    this.uploads.add(tracked);
+  }
+
+  /** A pack is durable: index it (now, or in the pack index flush() already claimed it for). */
+  private async stored(upload: Upload, blobs: OpenBlob[], size: number, gen: number): Promise<void> {
     if (gen !== this.generation) return;
     this.packsWritten++;
-    this.packBytesWritten += bytes.length;
-    this.addPack({ id, entries });
+    this.packBytesWritten += size;
+    this.addPack(upload.pack);
     for (const b of blobs) this.pending.delete(key(b.kind, b.digest));
-    this.unindexed.push({ id, entries });
+    if (upload.claimed) return;
+    this.unindexed.push(upload.pack);
     if (this.unindexed.length >= PACK_INDEX_EVERY_PACKS) await this.writeIndex();
   }
 
-  /** Store a pack index object for the packs made durable since the last one (serialised). */
-  private writeIndex(): Promise<void> {
+  /**
+   * Store a pack index object for the packs made durable since the last one (serialised), plus the
+   * `claimed` packs still being stored: their index is published only once they are durable
+   * (Backend.putAfter: its temp file is written and fsynced meanwhile).
+   */
+  private writeIndex(claimed: Upload[] = []): Promise<void> {
     const gen = this.generation;
     const run = this.indexChain.then(async () => {
       if (gen !== this.generation) return;
-      while (this.unindexed.length > 0) {
+      const after = claimed.length > 0 ? Promise.all(claimed.map((u) => u.stored)) : null;
+      const queue = [...this.unindexed.splice(0), ...claimed.map((u) => u.pack)];
+      while (queue.length > 0) {
         const batch: PackIndexPack[] = [];
         let n = 0;
-        while (this.unindexed.length > 0 && (batch.length === 0 || n + this.unindexed[0].entries.length <= PACK_INDEX_MAX_ENTRIES)) {
-          const p = this.unindexed.shift()!;
+        while (queue.length > 0 && (batch.length === 0 || n + queue[0].entries.length <= PACK_INDEX_MAX_ENTRIES)) {
+          const p = queue.shift()!;
           n += p.entries.length;
           batch.push(p);
         }
         try {
-          const name = await this.putIndex(batch);
+          const name = await this.putIndex(batch, after);
           if (gen === this.generation) this.indexNames.push(name);
         } catch (err) {
-          if (gen === this.generation) this.unindexed.unshift(...batch);
+          // Not indexed: requeue what is durable (a claimed pack that failed to store is not).
+          if (gen === this.generation) {
+            const failed = new Set(await Promise.all(claimed.map((u) => u.stored.then(() => '', () => u.pack.id))));
+            this.unindexed.unshift(...[...batch, ...queue].filter((p) => !failed.has(p.id)));
+          }
           throw err;
         }
       }
@@ -365,11 +394,17 @@ export class PackStore {
   }
 
   /** Store one pack index object listing `packs`; resolves its name. */
-  async putIndex(packs: PackIndexPack[]): Promise<string> {
+  async putIndex(packs: PackIndexPack[], after: Promise<unknown> | null = null): Promise<string> {
     const plain = encodePackIndex(packs);
     const name = objectDigest(plain, this.keys);
     const bytes = encodeObject(ObjectKind.packIndex, plain, { keys: this.keys });
-    if (await this.backend.put('packindex', name, bytes)) this.indexBytesWritten += bytes.length;
+    let put: boolean;
+    if (after && this.backend.putAfter) put = await this.backend.putAfter('packindex', name, bytes, after);
+    else {
+      await after;
+      put = await this.backend.put('packindex', name, bytes);
+    }
+    if (put) this.indexBytesWritten += bytes.length;
     return name;
   }
 
@@ -380,8 +415,15 @@ export class PackStore {
   async flush(): Promise<void> {
     if (this.failure) throw this.failure;
     for (const kind of [...this.open.keys()]) this.seal(kind);
+    // One pack index for everything not yet indexed — durable packs and the ones being stored — made
+    // durable while they are (published only after them): no extra sequential fsync per flush.
+    const claimed = [...this.uploading].filter((u) => !u.claimed);
+    for (const u of claimed) u.claimed = true;
+    let indexFailure: unknown = null;
+    if (claimed.length > 0) await this.writeIndex(claimed).catch((err) => void (indexFailure = err));
     while (this.uploads.size > 0) await Promise.all(this.uploads);
     if (this.failure) throw this.failure;
+    if (indexFailure) throw indexFailure; // its durable packs are queued again: the next flush retries
     await this.writeIndex();
     if (this.failure) throw this.failure;
   }

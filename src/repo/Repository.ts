@@ -195,7 +195,9 @@ export class Repository {
     if (blobKind) return { name, written: await this.putBlob(blobKind, name, () => encodeObject(kind, plain, { keys: this.keys, zstdLevel: this.zstdLevel })) };
     if (type === 'snapshots') await this.packs.flush();
     const bytes = encodeObject(kind, plain, { keys: this.keys, zstdLevel: this.zstdLevel });
-    return { name, written: (await this.backend.put(type, name, bytes)) ? bytes.length : 0 };
+    // A lock need not survive a crash (its holder did not); it must never be read torn: content fsynced,
+    // directory not (docs/design.md, repo section, "Invariants": fsyncs).
+    return { name, written: (await this.backend.put(type, name, bytes, type === 'locks' ? { nameDurable: false } : undefined)) ? bytes.length : 0 };
   }
 
   /** Add a blob to the open pack unless known; resolves the bytes added (0: known). */

@@ -33,7 +33,7 @@ export function decodeBlobs(window: Uint8Array, blobs: readonly WindowBlob[], ki
     const b = blobs[i];
     try {
       if (b.offset + b.length > buf.length) throw new CorruptObjectError(location, 'chunks', b.name, `the pack ends before the blob (offset ${b.offset}, length ${b.length})`);
-      const plain = decodeObject({ location, type: 'chunks', name: b.name }, kind, buf.subarray(b.offset, b.offset + b.length), keys);
+      const plain = decodeObject({ location, type: 'chunks', name: b.name }, kind, buf.subarray(b.offset, b.offset + b.length), keys, true, true);
       if (at + plain.length > out.length) throw new CorruptObjectError(location, 'chunks', b.name, 'decodes to more bytes than its header says');
       plain.copy(out, at);
       at += plain.length;

@@ -1,15 +1,29 @@
 /**
  * restoreDevice: write one disk of a restore point onto a BlockDevice.
  *
+ * Streaming and parallel, in bounded memory:
+ * - the index tree is walked in chunk order, `RESTORE_BATCH` chunk entries at a time; a batch's distinct
+ *   chunks are located (pack, offset) and sorted in pack order;
+ * - runs of nearby blobs of one pack become one ranged read of at most `RESTORE_WINDOW` bytes (a
+ *   full backup's chunks sit back to back, so a pack is read in a few large sequential pieces);
+ * - each window is decoded as a whole — AES-GCM open, zstd, length and digest == name for every blob
+ *   (decodeBlobs, the same checks as any read) — inline or on `workers` codec threads, while the main
+ *   thread reads the next windows;
+ * - the plaintexts are written with positional writes, out of order, chunks adjacent on disk and in
+ *   the window merged into one write; at most `RESTORE_IN_FLIGHT` windows are alive at once.
  * Sparse: zero chunks are not written (the target is assumed to read zeros, e.g. a new sparse file;
- * pass `zeroFill` to zero them explicitly on a used target). Parallel and out of order: up to
- * `concurrency` chunks are fetched and written at once. Verified: every chunk is checked against its
- * digest (CorruptObjectError names it) and its length against the disk geometry.
+ * pass `zeroFill` to zero them explicitly on a used target). Verified: a damaged chunk is a
+ * CorruptObjectError naming it (and its pack and offset); a wrong length is caught against the geometry.
  */
 import type { BlockDevice } from '../blockdev/BlockDevice.js';
+import { ObjectNotFoundError } from '../backend/errors.js';
+import { ObjectKind } from './constants.js';
+import type { CodecPool } from './CodecPool.js';
+import type { DecodeBlobsResult } from './decodeBlobs.js';
 import { CorruptObjectError, DiskMismatchError } from './errors.js';
 import { IndexTree } from './IndexTree.js';
 import type { DiskEntry } from './Manifest.js';
+import type { BlobLocation } from './PackStore.js';
 import type { Repository } from './Repository.js';
 
 export interface RestoreProgress {
@@ -18,36 +32,53 @@ export interface RestoreProgress {
 }
 
 export interface RestoreDeviceOptions {
+  /** Windows read/decoded/written at once (default RESTORE_IN_FLIGHT). */
   concurrency?: number;
+  /** Codec worker threads decoding windows (default 0: on the main thread; see docs/design.md "Restore: measured"). */
+  workers?: number;
   /** Zero the zero chunks on the target too (target not known to be empty). */
   zeroFill?: boolean;
   onProgress?: (p: RestoreProgress) => void;
   signal?: AbortSignal;
 }
 
+/** Chunk entries planned together (memory: a few MiB of digests; 512 MiB of disk at 32 KiB chunks). */
+export const RESTORE_BATCH = 16384;
+/** Largest ranged read of a pack; two blobs further apart than RESTORE_GAP are not read together. */
+export const RESTORE_WINDOW = 8 * 1024 * 1024;
+export const RESTORE_GAP = 256 * 1024;
+/** At most this many blobs per window (bounds its plaintext: 256 x 32 KiB = 8 MiB). */
+export const RESTORE_WINDOW_BLOBS = 256;
+/** Windows alive at once (memory ~ 4 x (8 MiB read + 8 MiB plain)). */
+export const RESTORE_IN_FLIGHT = 4;
+
+interface Planned {
+  digest: string;
+  loc: BlobLocation;
+  /** Disk chunk indexes holding this chunk (ascending). */
+  indexes: number[];
+}
+
 export async function restoreDevice(repo: Repository, disk: DiskEntry, target: BlockDevice, opts: RestoreDeviceOptions = {}): Promise<RestoreProgress> {
   if (target.size < disk.size) {
     throw new DiskMismatchError(`target device is ${target.size} bytes but disk ${disk.name} is ${disk.size}; restore to a device at least as large`, { target: target.size, size: disk.size });
   }
-  const concurrency = Math.max(1, opts.concurrency ?? 8);
+  const inFlight = Math.max(1, opts.concurrency ?? RESTORE_IN_FLIGHT);
+  const workers = Math.max(0, Math.floor(opts.workers ?? 0));
+  const pool: CodecPool | null = workers > 0 ? repo.createCodecPool(workers) : null;
+  const cs = disk.chunkSize;
   const tree = IndexTree.open(repo, disk);
   const progress: RestoreProgress = { chunksDone: 0, bytesWritten: 0 };
   const running = new Set<Promise<void>>();
   let failure: unknown = null;
   let nextZeroFrom = 0; // first byte not yet covered by data or zero-fill
 
-  const zeroGap = async (from: number, to: number): Promise<void> => {
-    if (opts.zeroFill && to > from) await target.zero(from, to - from);
-  };
-
-  const restoreChunk = async (index: number, digest: string): Promise<void> => {
-    const offset = index * disk.chunkSize;
-    const len = Math.min(disk.chunkSize, disk.size - offset);
-    const data = await repo.getChunk(digest, disk.chunkSize, { sequential: true });
-    if (data.length !== len) throw new CorruptObjectError(repo.location, 'chunks', digest, `chunk ${index} of disk ${disk.name} is ${data.length} bytes, expected ${len}`);
-    await target.write(offset, data);
-    progress.chunksDone++;
-    progress.bytesWritten += len;
+  const lengthOf = (index: number): number => Math.min(cs, disk.size - index * cs);
+  const badLength = (digest: string, index: number, got: number): CorruptObjectError =>
+    new CorruptObjectError(repo.location, 'chunks', digest, `chunk ${index} of disk ${disk.name} is ${got} bytes, expected ${lengthOf(index)}`);
+  const done = (n: number, bytes: number): void => {
+    progress.chunksDone += n;
+    progress.bytesWritten += bytes;
     opts.onProgress?.({ ...progress });
   };
 
@@ -61,26 +92,134 @@ export async function restoreDevice(repo: Repository, disk: DiskEntry, target: B
     );
     running.add(tracked);
   };
+  const throttle = async (limit: number): Promise<void> => {
+    while (running.size >= limit) await Promise.race(running);
+    if (failure) throw failure;
+  };
+
+  /** One chunk through the ordinary read path (not indexed at planning time, or its pack vanished). */
+  const restoreOne = async (digest: string, indexes: number[]): Promise<void> => {
+    const data = await repo.getChunk(digest, cs);
+    await Promise.all(
+      indexes.map((index) => {
+        if (data.length !== lengthOf(index)) throw badLength(digest, index, data.length);
+        return target.write(index * cs, data);
+      }),
+    );
+    done(indexes.length, data.length * indexes.length);
+  };
+
+  /** Read one window of a pack, decode every blob in it, write them out. */
+  const restoreWindow = async (blobs: Planned[]): Promise<void> => {
+    const pack = blobs[0].loc.pack;
+    const start = blobs[0].loc.offset;
+    const end = blobs[blobs.length - 1].loc.offset + blobs[blobs.length - 1].loc.length;
+    let window: Buffer;
+    try {
+      window = await repo.packs.readPackRange(pack, start, end - start);
+    } catch (err) {
+      if (!(err instanceof ObjectNotFoundError)) throw err;
+      // Repacked and removed by a prune since our map was loaded: the ordinary path reloads and retries.
+      for (const b of blobs) await restoreOne(b.digest, b.indexes);
+      return;
+    }
+    const list = blobs.map((b) => ({ name: b.digest, offset: b.loc.offset - start, length: b.loc.length }));
+    const r: DecodeBlobsResult = pool ? await pool.decode(window, list) : repo.decodeChunkWindow(window, list);
+    if (!r.ok) {
+      const b = blobs[r.blob];
+      const err = new CorruptObjectError(repo.location, 'chunks', b.digest, r.detail);
+      Object.assign(err.data, { pack, offset: b.loc.offset });
+      throw err;
+    }
+    // Merge chunks adjacent both on disk and in the plaintext buffer into one positional write.
+    const writes: Array<{ offset: number; from: number; to: number }> = [];
+    let at = 0;
+    let chunks = 0;
+    let bytes = 0;
+    for (let i = 0; i < blobs.length; i++) {
+      const len = r.lengths[i];
+      for (const index of blobs[i].indexes) {
+        if (len !== lengthOf(index)) throw badLength(blobs[i].digest, index, len);
+        const last = writes[writes.length - 1];
+        if (last && last.offset + (last.to - last.from) === index * cs && last.to === at) last.to = at + len;
+        else writes.push({ offset: index * cs, from: at, to: at + len });
+        chunks++;
+        bytes += len;
+      }
+      at += len;
+    }
+    await Promise.all(writes.map((w) => target.write(w.offset, r.plain.subarray(w.from, w.to))));
+    done(chunks, bytes);
+  };
+
+  /** Plan a batch (digest -> disk indexes) into windows and run them, at most `inFlight` at once. */
+  const restoreBatch = async (batch: Map<string, number[]>): Promise<void> => {
+    const planned: Planned[] = [];
+    for (const [digest, indexes] of batch) {
+      const loc = repo.packs.locate(ObjectKind.chunk, digest);
+      if (loc) planned.push({ digest, loc, indexes });
+      else {
+        await throttle(inFlight);
+        launch(restoreOne(digest, indexes));
+      }
+    }
+    planned.sort((a, b) => (a.loc.pack < b.loc.pack ? -1 : a.loc.pack > b.loc.pack ? 1 : a.loc.offset - b.loc.offset));
+    let win: Planned[] = [];
+    const flushWindow = async (): Promise<void> => {
+      if (win.length === 0) return;
+      const w = win;
+      win = [];
+      if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('restore aborted');
+      await throttle(inFlight);
+      launch(restoreWindow(w));
+    };
+    for (const p of planned) {
+      const first = win[0];
+      const prev = win[win.length - 1];
+      if (
+        first &&
+        (p.loc.pack !== first.loc.pack ||
+          p.loc.offset < prev.loc.offset + prev.loc.length || // a blob listed twice: keep windows simple
+          p.loc.offset - (prev.loc.offset + prev.loc.length) > RESTORE_GAP ||
+          p.loc.offset + p.loc.length - first.loc.offset > RESTORE_WINDOW ||
+          win.length >= RESTORE_WINDOW_BLOBS)
+      ) {
+        await flushWindow();
+      }
+      win.push(p);
+    }
+    await flushWindow();
+  };
 
   try {
+    await repo.packs.ensureLoaded();
+    let batch = new Map<string, number[]>();
+    let batched = 0;
     for await (const { index, digest } of tree.entries()) {
       if (failure) break;
       if (opts.signal?.aborted) {
         failure = opts.signal.reason ?? new Error('restore aborted');
         break;
       }
-      const offset = index * disk.chunkSize;
-      if (offset > nextZeroFrom) launch(zeroGap(nextZeroFrom, offset));
-      nextZeroFrom = Math.min(disk.size, offset + disk.chunkSize);
-      launch(restoreChunk(index, digest));
-      while (running.size >= concurrency) await Promise.race(running);
+      const offset = index * cs;
+      if (opts.zeroFill && offset > nextZeroFrom) launch(target.zero(nextZeroFrom, offset - nextZeroFrom));
+      nextZeroFrom = Math.min(disk.size, offset + cs);
+      const list = batch.get(digest);
+      if (list) list.push(index);
+      else batch.set(digest, [index]);
+      if (++batched >= RESTORE_BATCH) {
+        await restoreBatch(batch);
+        batch = new Map();
+        batched = 0;
+      }
     }
+    if (!failure) await restoreBatch(batch);
   } catch (err) {
-    failure ??= err; // a damaged index page
+    failure ??= err; // a damaged index page, an abort
   }
-  if (!failure && nextZeroFrom < disk.size) launch(zeroGap(nextZeroFrom, disk.size));
+  if (!failure && opts.zeroFill && nextZeroFrom < disk.size) launch(target.zero(nextZeroFrom, disk.size - nextZeroFrom));
   await Promise.all(running);
-  repo.packs.dropReadCache();
+  await pool?.close();
   if (failure) throw failure;
   await target.flush();
   return progress;
