@@ -36,11 +36,10 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { BlockDevice } from '../blockdev/BlockDevice.js';
-import { closeBackupCheckpoint, liveHolder, recoverMachine } from '../checkpoint/recover.js';
-import { forkMachine } from '../checkpoint/checkpoints.js';
-import { sealDisk } from '../checkpoint/sealDisk.js';
+import { holdBackupCheckpoint, recordHeldRefpoint, releaseBackupCheckpoint, type HeldBackupCheckpoint } from '../checkpoint/holdBackupCheckpoint.js';
+import { dropRefpointRctIds } from '../checkpoint/refpoints.js';
 import { openDisk } from '../disk/openDisk.js';
-import { TidemarkError, UsageError } from '../errors.js';
+import { TidemarkError } from '../errors.js';
 import { openRctHandle } from '../rct/openRctHandle.js';
 import type { Range } from '../rct/Range.js';
 import { backupDevice, type BackupProgress } from '../repo/backupDevice.js';
@@ -48,11 +47,11 @@ import { loadManifest, saveManifest, type BackupStats, type DiskEntry, type Mani
 import { RepoLock } from '../repo/RepoLock.js';
 import type { Repository } from '../repo/Repository.js';
 import { ObjectNotFoundError } from '../backend/errors.js';
-import { Inventory, type CheckpointRecord, type MachineRecord, type RefpointRecord } from '../vm/Inventory.js';
-import { configHash, type MachineConfig } from '../vm/MachineConfig.js';
+import { Inventory, type MachineRecord, type RefpointRecord } from '../vm/Inventory.js';
+import { configHash } from '../vm/MachineConfig.js';
 import { findMachine } from '../vm/machines.js';
-import { VmBusyError } from '../vm/errors.js';
 import { latestSnapshotOf, type BackupMode } from './backupDisk.js';
+import { debugStep } from '../util/debugSteps.js';
 
 export interface BackupMachineOptions {
   tags?: string[];
@@ -113,16 +112,8 @@ export function chainRefpoint(m: MachineRecord, repoId: string): RefpointRecord 
   return m.refpoints.filter((r) => r.repo?.id === repoId).sort((a, b) => a.seq - b.seq).pop();
 }
 
-interface Frozen {
-  machineId: string;
-  name: string;
-  cpId: string;
-  config: MachineConfig;
-  disks: Array<{ slot: number; frozen: string; rctId: string }>;
+interface Frozen extends HeldBackupCheckpoint {
   base?: RefpointRecord;
-  seq: number;
-  warnings: string[];
-  consistency?: BackupMachineResult['consistency'];
 }
 
 /**
@@ -148,46 +139,11 @@ export async function backupMachine(repo: Repository, home: string, ref: string,
     repo.forgetCache();
     const fz: Frozen = await Inventory.transact(home, async (state) => {
       const m = findMachine(state, ref);
-      await recoverMachine(m);
-      const h = liveHolder(m);
-      if (h) throw new VmBusyError(m.name, `${h.command} (PID ${h.pid}) since ${h.since}`);
-      const adopt = m.checkpoints.length === 1 && m.checkpoints[0]!.type === 'backup' && !m.checkpoints[0]!.holder ? m.checkpoints[0] : undefined;
-      if (m.checkpoints.length && !adopt) throw new UsageError(`machine ${m.name} has checkpoints; a backup needs a machine without checkpoints or with one backup checkpoint (remove or apply them first)`);
-      const warnings: string[] = [];
-      const holder = { pid: process.pid, command: 'tidemark backup', since: new Date().toISOString() };
-      let cp: CheckpointRecord;
-      let rctIds: Array<{ slot: number; rctId: string }>;
-      if (adopt) {
-        cp = adopt;
-        cp.holder = holder;
-        rctIds = cp.rctIds ?? [];
-      } else {
-        rctIds = [];
-        for (const d of m.config.disks) rctIds.push({ slot: d.slot, rctId: await sealDisk(d.path, warnings) });
-        // A running guest is quiesced around the fork when possible, else crash-consistent (a warning).
-        cp = await forkMachine(m, 'backup', `backup-${m.nextRefSeq}`, { holder, rctIds }, { warnings });
-      }
-      const seq = m.nextRefSeq++;
+      const held = await holdBackupCheckpoint(m, { command: 'tidemark backup', job: 'a backup', prefix: 'backup' });
       const base = chainRefpoint(m, repoId);
-      return {
-        machineId: m.id,
-        name: m.name,
-        cpId: cp.id,
-        config: structuredClone(cp.config),
-        ...(cp.consistency ? { consistency: { level: cp.consistency, quiesce: cp.quiesce ?? 'none' } } : {}),
-        disks: cp.disks.map((d) => ({ slot: d.slot, frozen: d.parent, rctId: rctIds.find((r) => r.slot === d.slot)?.rctId ?? '' })),
-        ...(base ? { base: structuredClone(base) } : {}),
-        seq,
-        warnings,
-      };
+      return { ...held, ...(base ? { base: structuredClone(base) } : {}) };
     });
-    const release = (finish?: (m: MachineRecord) => Promise<void>) =>
-      Inventory.transact(home, async (state) => {
-        const m = findMachine(state, fz.machineId);
-        const cp = m.checkpoints.find((c) => c.id === fz.cpId);
-        if (cp) await closeBackupCheckpoint(m, cp);
-        await finish?.(m);
-      });
+    const release = (finish?: (m: MachineRecord) => Promise<void>) => releaseBackupCheckpoint(home, fz, finish);
 
     let result: BackupMachineResult;
     try {
@@ -249,12 +205,7 @@ export async function backupMachine(repo: Repository, home: string, ref: string,
         disks: fz.disks.map((d) => ({ slot: d.slot, rctId: d.rctId, path: d.frozen, size: disks.find((x) => x.slot === d.slot)!.size, exportFile: '' })),
         repo: { id: repoId, location: repo.location, snapshot: snapshotId },
       };
-      await Inventory.transact(home, async (state) => {
-        const m = findMachine(state, fz.machineId);
-        const cp = m.checkpoints.find((c) => c.id === fz.cpId);
-        if (!cp) throw new TidemarkError('E_INTERNAL', `backup checkpoint ${fz.cpId} of machine ${m.name} vanished during the backup`, {});
-        cp.refpoint = refpoint;
-      });
+      await recordHeldRefpoint(home, fz, refpoint, 'backup');
       await step('refpoint');
       const bytesStored = stats.chunkBytesWritten + stats.pageBytesWritten;
       result = {
@@ -372,20 +323,7 @@ async function backupFrozenDisk(
 async function dropOlderRefpoints(m: MachineRecord, repoId: string, keep: string): Promise<void> {
   const old = m.refpoints.filter((r) => r.repo?.id === repoId && r.id !== keep);
   if (!m.refpoints.some((r) => r.id === keep)) return; // not recorded (cannot happen after step 5): keep the old base
-  for (const r of old) {
-    for (const d of r.disks) {
-      try {
-        const h = await openRctHandle(d.path, { mutate: true });
-        try {
-          await h.drop(d.rctId);
-        } finally {
-          await h.close();
-        }
-      } catch {
-        // Tracking already invalid or gone: nothing to drop.
-      }
-    }
-  }
+  for (const r of old) await dropRefpointRctIds(r);
   m.refpoints = m.refpoints.filter((r) => !old.includes(r));
 }
 
@@ -419,17 +357,3 @@ function pauseAfterFirstRead(dev: BlockDevice, step: string): BlockDevice {
 }
 
 const ratio = (read: number, stored: number) => (stored > 0 ? read / stored : read > 0 ? Infinity : 1);
-
-/**
- * Test hook (same protocol as the export job): TIDEMARK_DEBUG_STEPS=<ms> prints `tidemark-step <name>`
- * to stderr after each step and pauses <ms> there (only at step TIDEMARK_DEBUG_PAUSE_AT when set). One
- * extra step only when named by TIDEMARK_DEBUG_PAUSE_AT: `disk<slot>-reading` (mid-read, see
- * pauseAfterFirstRead).
- */
-async function debugStep(s: string): Promise<void> {
-  const ms = process.env.TIDEMARK_DEBUG_STEPS;
-  if (ms === undefined) return;
-  process.stderr.write(`tidemark-step ${s}\n`);
-  const at = process.env.TIDEMARK_DEBUG_PAUSE_AT;
-  if (!at || at === s) await new Promise((r) => setTimeout(r, Number(ms) || 0));
-}

@@ -23,19 +23,28 @@ export async function removeRefpoint(home: string, vm: string, id: string): Prom
     await recoverMachine(m);
     const r = m.refpoints.find((x) => x.id === id);
     if (!r) throw new VmNotFoundError('reference point', id, `run \`tidemark refpoint list ${m.name}\``);
-    for (const d of r.disks) {
-      try {
-        const h = await openRctHandle(d.path, { mutate: true });
-        try {
-          await h.drop(d.rctId);
-        } finally {
-          await h.close();
-        }
-      } catch {
-        // Tracking already invalid or gone: nothing to drop.
-      }
-    }
+    await dropRefpointRctIds(r);
     m.refpoints = m.refpoints.filter((x) => x !== r);
     return r;
   });
+}
+
+/**
+ * Drop the RCT ID `r` recorded on each of its disks (the changes since it fold into the disk's previous
+ * ID). Best effort and never throws for a disk: one whose tracking is already invalid or gone has
+ * nothing to drop. Does not remove `r` from the inventory (the caller does, in its transaction).
+ */
+export async function dropRefpointRctIds(r: RefpointRecord): Promise<void> {
+  for (const d of r.disks) {
+    try {
+      const h = await openRctHandle(d.path, { mutate: true });
+      try {
+        await h.drop(d.rctId);
+      } finally {
+        await h.close();
+      }
+    } catch {
+      // Tracking already invalid or gone: nothing to drop.
+    }
+  }
 }

@@ -28,13 +28,11 @@ import { diskInfo } from '../disk/diskInfo.js';
 import { openRctHandle } from '../rct/openRctHandle.js';
 import { atomicWriteFile } from '../util/atomicWriteFile.js';
 import type { Range } from '../rct/Range.js';
-import { Inventory, type CheckpointRecord, type MachineRecord, type RefpointRecord } from '../vm/Inventory.js';
-import { configHash, type MachineConfig } from '../vm/MachineConfig.js';
+import { Inventory, type RefpointRecord } from '../vm/Inventory.js';
+import { configHash } from '../vm/MachineConfig.js';
 import { findMachine, resolveTargets } from '../vm/machines.js';
-import { VmBusyError } from '../vm/errors.js';
-import { closeBackupCheckpoint, liveHolder, recoverMachine } from '../checkpoint/recover.js';
-import { forkMachine } from '../checkpoint/checkpoints.js';
-import { sealDisk } from '../checkpoint/sealDisk.js';
+import { holdBackupCheckpoint, recordHeldRefpoint, releaseBackupCheckpoint, type HeldBackupCheckpoint } from '../checkpoint/holdBackupCheckpoint.js';
+import { debugStep } from '../util/debugSteps.js';
 import { hashDevice } from './hashDevice.js';
 import { getProvider } from './providers/getProvider.js';
 import type { ProviderName, SnapshotProvider } from './providers/SnapshotProvider.js';
@@ -90,16 +88,8 @@ export async function exportMachines(home: string, ref: string, dir: string, opt
 
 const isDir = (p: string) => stat(p).then((s) => s.isDirectory(), () => false);
 
-interface Frozen {
-  machineId: string;
-  name: string;
-  cpId: string;
-  config: MachineConfig;
-  disks: Array<{ slot: number; frozen: string; current: string; rctId: string }>;
+interface Frozen extends HeldBackupCheckpoint {
   base?: RefpointRecord;
-  seq: number;
-  warnings: string[];
-  consistency?: ExportManifest['consistency'];
 }
 
 export async function exportMachine(home: string, ref: string, dirArg: string, opts: ExportOptions = {}): Promise<ExportResult> {
@@ -119,12 +109,8 @@ export async function exportMachine(home: string, ref: string, dirArg: string, o
 
   const fz: Frozen = await Inventory.transact(home, async (state) => {
     const m = findMachine(state, ref);
-    await recoverMachine(m);
-    const h = liveHolder(m);
-    if (h) throw new VmBusyError(m.name, `${h.command} (PID ${h.pid}) since ${h.since}`);
     // A backup checkpoint made by `checkpoint create --type backup` (no holder) is adopted and read.
-    const adopt = m.checkpoints.length === 1 && m.checkpoints[0]!.type === 'backup' && !m.checkpoints[0]!.holder ? m.checkpoints[0] : undefined;
-    if (m.checkpoints.length && !adopt) throw new UsageError(`machine ${m.name} has checkpoints; an export needs a machine without checkpoints or with one backup checkpoint (remove or apply them first)`);
+    const held = await holdBackupCheckpoint(m, { command: 'tidemark export', job: 'an export', prefix: 'export' });
     const warnings: string[] = [];
     let base: RefpointRecord | undefined;
     if (sinceId !== undefined) {
@@ -135,36 +121,10 @@ export async function exportMachine(home: string, ref: string, dirArg: string, o
         base = undefined;
       }
     }
-    const holder = { pid: process.pid, command: 'tidemark export', since: new Date().toISOString() };
-    let cp: CheckpointRecord;
-    let rctIds: Array<{ slot: number; rctId: string }>;
-    if (adopt) {
-      cp = adopt;
-      cp.holder = holder;
-      rctIds = cp.rctIds ?? [];
-    } else {
-      rctIds = [];
-      for (const d of m.config.disks) rctIds.push({ slot: d.slot, rctId: await sealDisk(d.path, warnings) });
-      cp = await forkMachine(m, 'backup', `export-${m.nextRefSeq}`, { holder, rctIds }, { warnings }); // quiesced when possible
-    }
-    const seq = m.nextRefSeq++;
-    return {
-      machineId: m.id,
-      name: m.name,
-      cpId: cp.id,
-      config: structuredClone(cp.config),
-      ...(cp.consistency ? { consistency: { level: cp.consistency, quiesce: cp.quiesce ?? 'none' } } : {}),
-      disks: cp.disks.map((d) => ({ slot: d.slot, frozen: d.parent, current: d.child, rctId: rctIds.find((r) => r.slot === d.slot)?.rctId ?? '' })),
-      ...(base ? { base: structuredClone(base) } : {}),
-      seq,
-      warnings,
-    };
+    // The reference point's warnings first, then the sealing/forking ones.
+    return { ...held, ...(base ? { base: structuredClone(base) } : {}), warnings: [...warnings, ...held.warnings] };
   });
-  const release = () => Inventory.transact(home, async (state) => {
-    const m = findMachine(state, fz.machineId);
-    const cp = m.checkpoints.find((c) => c.id === fz.cpId);
-    if (cp) await closeBackupCheckpoint(m, cp);
-  });
+  const release = () => releaseBackupCheckpoint(home, fz);
   let manifest: ExportManifest;
   try {
     await step('checkpoint');
@@ -207,12 +167,7 @@ export async function exportMachine(home: string, ref: string, dirArg: string, o
       exportDir: dir,
       disks: fz.disks.map((d) => ({ slot: d.slot, rctId: d.rctId, path: d.frozen, size: disks.find((x) => x.slot === d.slot)!.size, exportFile: join(dir, disks.find((x) => x.slot === d.slot)!.file) })),
     };
-    await Inventory.transact(home, async (state) => {
-      const m = findMachine(state, fz.machineId);
-      const cp = m.checkpoints.find((c) => c.id === fz.cpId);
-      if (!cp) throw new TidemarkError('E_INTERNAL', `backup checkpoint ${fz.cpId} of machine ${m.name} vanished during the export`, {});
-      cp.refpoint = refpoint;
-    });
+    await recordHeldRefpoint(home, fz, refpoint, 'export');
     await step('refpoint');
   } catch (err) {
     // Merge back now rather than leave it to the next command (which would do the same once we exit).
@@ -334,16 +289,4 @@ async function prepareDir(dir: string): Promise<void> {
 /** Atomic write with a hidden temporary name (prepareDir and readers ignore dot files). */
 async function writeAtomic(path: string, text: string): Promise<void> {
   await atomicWriteFile(path, text, { tmpPath: join(resolve(path, '..'), `.${basename(path)}.tmp`) });
-}
-
-/**
- * Test hook: TIDEMARK_DEBUG_STEPS=<ms> prints `tidemark-step <name>` to stderr after each step and pauses
- * <ms> there (only at step TIDEMARK_DEBUG_PAUSE_AT when that is set).
- */
-async function debugStep(s: string): Promise<void> {
-  const ms = process.env.TIDEMARK_DEBUG_STEPS;
-  if (ms === undefined) return;
-  process.stderr.write(`tidemark-step ${s}\n`);
-  const at = process.env.TIDEMARK_DEBUG_PAUSE_AT;
-  if (!at || at === s) await new Promise((r) => setTimeout(r, Number(ms) || 0));
 }

@@ -5,17 +5,16 @@
  * Protocol: JSON lines over a unix stream socket. Request `{"id":n,"op":"status"|"seal"|"changes"|
  * "changedIn"|"drop", ...args}`; response `{"id":n,"ok":true,"result":...}` or
  * `{"id":n,"ok":false,"error":{"code","message","data","exitCode"}}`. Errors are rebuilt as the same
- * typed errors on the client.
+ * typed errors on the client. Framing, id matching and error rebuild: src/util/jsonLineRpc.ts.
  */
 import { createHash } from 'node:crypto';
-import { chmod, unlink } from 'node:fs/promises';
-import { connect, createServer, type Server, type Socket } from 'node:net';
 import { resolve } from 'node:path';
 import { ExitCode, InUseError, TidemarkError, UsageError } from '../errors.js';
 import type { RctStatus } from './ChangeTracker.js';
 import { TrackingInvalidError, TrackingNotEnabledError, UnknownRctIdError } from './errors.js';
 import type { Range } from './Range.js';
 import type { TrackedDevice } from './trackingLayer.js';
+import { connectUnix, jsonLineClient, rebuildWireError, serveJsonLines, type WireError } from '../util/jsonLineRpc.js';
 
 /** Longest unix socket path Linux accepts (sun_path is 108 bytes with the NUL). */
 const MAX_SUN_PATH = 107;
@@ -46,57 +45,8 @@ export async function startControlServer(diskPath: string, tracked: TrackedDevic
       other.close();
       throw new InUseError(diskPath, `another process serving ${path}`);
     }
-    await unlink(path).catch(() => undefined);
   }
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((sock) => {
-    sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
-    sock.on('error', () => sock.destroy());
-    let buf = '';
-    sock.setEncoding('utf8');
-    sock.on('data', (chunk: string) => {
-      buf += chunk;
-      if (buf.length > 1 << 20) return sock.destroy();
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line.trim()) void handle(line).then((resp) => sock.writable && sock.write(JSON.stringify(resp) + '\n'));
-      }
-    });
-  });
-  const handle = async (line: string): Promise<unknown> => {
-    let id: unknown = null;
-    try {
-      const req = JSON.parse(line) as Record<string, unknown>;
-      id = req.id ?? null;
-      return { id, ok: true, result: await dispatch(tracked, req) };
-    } catch (err) {
-      const e = err instanceof TidemarkError ? err : err instanceof SyntaxError ? new UsageError(`control request is not JSON: ${err.message}`) : new TidemarkError('E_INTERNAL', (err as Error)?.message ?? String(err));
-      return { id, ok: false, error: { code: e.code, message: e.message, data: e.data, exitCode: e.exitCode } };
-    }
-  };
-  await new Promise<void>((res, rej) => {
-    server.once('error', rej);
-    server.listen(path, () => {
-      server.off('error', rej);
-      res();
-    });
-  });
-  if (!abstract) await chmod(path, 0o600);
-  let closing: Promise<void> | null = null;
-  return {
-    path,
-    close() {
-      closing ??= (async () => {
-        for (const s of sockets) s.destroy();
-        await new Promise<void>((r) => server.close(() => r()));
-        if (!abstract) await unlink(path).catch(() => undefined);
-      })();
-      return closing;
-    },
-  };
+  return serveJsonLines(path, (req) => dispatch(tracked, req), { what: 'control' });
 }
 
 const str = (v: unknown, what: string): string => {
@@ -136,14 +86,13 @@ export interface ControlClient {
   close(): void;
 }
 
-/** Rebuild a typed error sent by the server. */
-function rebuild(e: { code: string; message: string; data: Record<string, unknown>; exitCode: number }): TidemarkError {
+/** Rebuild a typed error sent by the server (the RCT errors by code, others as rebuildWireError). */
+function rebuild(e: WireError): TidemarkError {
   const d = e.data ?? {};
   if (e.code === 'E_RCT_INVALID') return new TrackingInvalidError(String(d.diskPath), String(d.reason), d);
   if (e.code === 'E_RCT_UNKNOWN_ID') return new UnknownRctIdError(String(d.diskPath), String(d.id), String(d.why));
   if (e.code === 'E_RCT_NOT_ENABLED') return new TrackingNotEnabledError(String(d.diskPath));
-  if (e.code === 'E_USAGE') return new UsageError(e.message, d);
-  return new TidemarkError(e.code, e.message, d, e.exitCode ?? ExitCode.INTERNAL);
+  return rebuildWireError(e);
 }
 
 /**
@@ -153,58 +102,19 @@ function rebuild(e: { code: string; message: string; data: Record<string, unknow
  */
 export async function controlClient(diskPath: string, timeoutMs = 60_000): Promise<ControlClient | null> {
   const path = controlSocketPath(diskPath);
-  const sock = await new Promise<Socket | null>((res) => {
-    const s = connect(path);
-    s.once('connect', () => res(s));
-    s.once('error', () => res(null));
-  });
+  const sock = await connectUnix(path);
   if (!sock) return null;
-  sock.setEncoding('utf8');
-  let nextId = 1;
-  let buf = '';
-  const pending = new Map<number, { res: (v: unknown) => void; rej: (e: unknown) => void; timer: NodeJS.Timeout }>();
-  const failAll = (why: string) => {
-    for (const [, p] of pending) {
-      clearTimeout(p.timer);
-      p.rej(new TidemarkError('E_RCT_CONTROL', `${diskPath}: control socket ${path}: ${why}`, { diskPath }, ExitCode.IO));
-    }
-    pending.clear();
-  };
-  sock.on('data', (chunk: string) => {
-    buf += chunk;
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      let msg: { id: number; ok: boolean; result?: unknown; error?: { code: string; message: string; data: Record<string, unknown>; exitCode: number } };
-      try {
-        msg = JSON.parse(line);
-      } catch {
-        failAll('the server sent a line that is not JSON');
-        sock.destroy();
-        return;
-      }
-      const p = pending.get(msg.id);
-      if (!p) continue;
-      pending.delete(msg.id);
-      clearTimeout(p.timer);
-      if (msg.ok) p.res(msg.result);
-      else p.rej(rebuild(msg.error!));
-    }
+  const control = (why: string) => new TidemarkError('E_RCT_CONTROL', why, { diskPath }, ExitCode.IO);
+  const rpc = jsonLineClient(sock, {
+    timeoutMs,
+    failed: (why) => control(`${diskPath}: control socket ${path}: ${why}`),
+    notJsonWhy: 'the server sent a line that is not JSON',
+    closedWhy: 'the server closed the connection',
+    closed: () => control(`${diskPath}: control connection is closed`),
+    timedOut: (op, ms) => control(`${diskPath}: the serving process did not answer "${op}" within ${ms} ms`),
+    rebuild,
   });
-  sock.on('error', () => failAll('connection failed'));
-  sock.on('close', () => failAll('the server closed the connection'));
-  const call = (op: string, args: Record<string, unknown> = {}) =>
-    new Promise<unknown>((res, rej) => {
-      if (sock.destroyed) return rej(new TidemarkError('E_RCT_CONTROL', `${diskPath}: control connection is closed`, { diskPath }, ExitCode.IO));
-      const id = nextId++;
-      const timer = setTimeout(() => {
-        pending.delete(id);
-        rej(new TidemarkError('E_RCT_CONTROL', `${diskPath}: the serving process did not answer "${op}" within ${timeoutMs} ms`, { diskPath }, ExitCode.IO));
-      }, timeoutMs);
-      pending.set(id, { res, rej, timer });
-      sock.write(JSON.stringify({ id, op, ...args }) + '\n');
-    });
+  const call = (op: string, args: Record<string, unknown> = {}) => rpc.call(op, args);
   return {
     status: () => call('status') as Promise<RctStatus>,
     seal: async () => ((await call('seal')) as { id: string }).id,
@@ -213,6 +123,6 @@ export async function controlClient(diskPath: string, timeoutMs = 60_000): Promi
     drop: async (id) => {
       await call('drop', { rctId: id });
     },
-    close: () => sock.end(),
+    close: () => rpc.close(),
   };
 }

@@ -3,16 +3,16 @@
  * runner (`tidemark vm run`) to fork or merge its disks while the guest runs.
  *
  * Protocol: JSON lines over a unix stream socket (mode 0600; a hashed abstract socket when the path is
- * too long), like the RCT control socket. Request `{"id":n,"op":"state"|"pause"|"resume"|"fork"|"merge",
- * ...args}`; response `{"id":n,"ok":true,"result":...}` or `{"id":n,"ok":false,"error":{"code","message",
+ * too long), like the RCT control socket (framing, id matching, error rebuild: src/util/jsonLineRpc.ts).
+ * Request `{"id":n,"op":"state"|"pause"|"resume"|"fork"|"merge", ...args}`; response `{"id":n,"ok":true,"result":...}` or `{"id":n,"ok":false,"error":{"code","message",
  * "data","exitCode"}}`, rebuilt as a TidemarkError on the client. Requests of one connection are answered
  * in order. A connection's pauses end when it closes: a dead CLI never leaves a guest's I/O paused.
  */
 import { createHash } from 'node:crypto';
-import { chmod, unlink } from 'node:fs/promises';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { join, resolve } from 'node:path';
-import { ExitCode, TidemarkError, UsageError } from '../errors.js';
+import { ExitCode, TidemarkError } from '../errors.js';
+import { connectUnix, jsonLineClient, serveJsonLines, type JsonLineConnection } from '../util/jsonLineRpc.js';
 
 const MAX_SUN_PATH = 107;
 
@@ -23,9 +23,7 @@ export function runnerSocketPath(machineDir: string): string {
 }
 
 /** One client connection, as the handler sees it: `onClose` callbacks run when it goes away. */
-export interface RunnerConnection {
-  onClose(fn: () => void): void;
-}
+export type RunnerConnection = JsonLineConnection;
 
 export type RunnerHandler = (req: Record<string, unknown>, conn: RunnerConnection) => Promise<unknown>;
 
@@ -36,69 +34,7 @@ export interface RunnerControlServer {
 
 /** Listen on the machine's control socket (a stale socket file is replaced). */
 export async function startRunnerControl(machineDir: string, handler: RunnerHandler): Promise<RunnerControlServer> {
-  const path = runnerSocketPath(machineDir);
-  const abstract = path.startsWith('\0');
-  if (!abstract) await unlink(path).catch(() => undefined);
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((sock) => {
-    sockets.add(sock);
-    const closers: Array<() => void> = [];
-    const conn: RunnerConnection = { onClose: (fn) => closers.push(fn) };
-    sock.on('close', () => {
-      sockets.delete(sock);
-      for (const f of closers.splice(0)) f();
-    });
-    sock.on('error', () => sock.destroy());
-    let buf = '';
-    let chain: Promise<unknown> = Promise.resolve();
-    sock.setEncoding('utf8');
-    sock.on('data', (chunk: string) => {
-      buf += chunk;
-      if (buf.length > 1 << 20) return sock.destroy();
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (!line.trim()) continue;
-        chain = chain.then(async () => {
-          const resp = await answer(line, handler, conn);
-          if (sock.writable) sock.write(JSON.stringify(resp) + '\n');
-        });
-      }
-    });
-  });
-  await new Promise<void>((res, rej) => {
-    server.once('error', rej);
-    server.listen(path, () => {
-      server.off('error', rej);
-      res();
-    });
-  });
-  if (!abstract) await chmod(path, 0o600);
-  let closing: Promise<void> | undefined;
-  return {
-    path,
-    close() {
-      closing ??= (async () => {
-        for (const s of sockets) s.destroy();
-        await new Promise<void>((r) => server.close(() => r()));
-        if (!abstract) await unlink(path).catch(() => undefined);
-      })();
-      return closing;
-    },
-  };
-}
-
-async function answer(line: string, handler: RunnerHandler, conn: RunnerConnection): Promise<unknown> {
-  let id: unknown = null;
-  try {
-    const req = JSON.parse(line) as Record<string, unknown>;
-    id = req.id ?? null;
-    return { id, ok: true, result: (await handler(req, conn)) ?? {} };
-  } catch (err) {
-    const e = err instanceof TidemarkError ? err : err instanceof SyntaxError ? new UsageError(`runner request is not JSON: ${err.message}`) : new TidemarkError('E_INTERNAL', (err as Error)?.message ?? String(err));
-    return { id, ok: false, error: { code: e.code, message: e.message, data: e.data, exitCode: e.exitCode } };
-  }
+  return serveJsonLines(runnerSocketPath(machineDir), async (req, conn) => (await handler(req, conn)) ?? {}, { what: 'runner', inOrder: true });
 }
 
 /** A connection to a runner. `call` rejects with the runner's typed error or E_RUNNER_CONTROL. */
@@ -122,69 +58,24 @@ export async function runnerClient(machineDir: string, alive: () => boolean, opt
   let sock: Socket | null = null;
   for (;;) {
     if (!alive()) return null;
-    sock = await new Promise<Socket | null>((res) => {
-      const s = connect(path);
-      s.once('connect', () => res(s));
-      s.once('error', () => res(null));
-    });
+    sock = await connectUnix(path);
     if (sock) break;
     if (Date.now() > deadline) {
       throw new TidemarkError('E_RUNNER_CONTROL', `the runner of ${machineDir} is alive but does not answer on ${path}; see ${join(machineDir, 'runner.log')}`, { machineDir }, ExitCode.IN_USE);
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  const s = sock;
-  s.setEncoding('utf8');
-  let nextId = 1;
-  let buf = '';
-  const timeoutMs = opts.timeoutMs ?? 600_000;
-  const pending = new Map<number, { res: (v: unknown) => void; rej: (e: unknown) => void; timer: NodeJS.Timeout }>();
-  const failAll = (why: string) => {
-    for (const [, p] of pending) {
-      clearTimeout(p.timer);
-      p.rej(new TidemarkError('E_RUNNER_CONTROL', `runner control socket ${path}: ${why}`, { machineDir }, ExitCode.IO));
-    }
-    pending.clear();
-  };
-  s.on('data', (chunk: string) => {
-    buf += chunk;
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      let msg: { id: number; ok: boolean; result?: unknown; error?: { code: string; message: string; data: Record<string, unknown>; exitCode: number } };
-      try {
-        msg = JSON.parse(line);
-      } catch {
-        failAll('the runner sent a line that is not JSON');
-        s.destroy();
-        return;
-      }
-      const p = pending.get(msg.id);
-      if (!p) continue;
-      pending.delete(msg.id);
-      clearTimeout(p.timer);
-      if (msg.ok) p.res(msg.result);
-      else {
-        const e = msg.error!;
-        p.rej(e.code === 'E_USAGE' ? new UsageError(e.message, e.data ?? {}) : new TidemarkError(e.code, e.message, e.data ?? {}, e.exitCode ?? ExitCode.INTERNAL));
-      }
-    }
+  const control = (why: string) => new TidemarkError('E_RUNNER_CONTROL', why, { machineDir }, ExitCode.IO);
+  const rpc = jsonLineClient(sock, {
+    timeoutMs: opts.timeoutMs ?? 600_000,
+    failed: (why) => control(`runner control socket ${path}: ${why}`),
+    notJsonWhy: 'the runner sent a line that is not JSON',
+    closedWhy: 'the runner closed the connection (did it die?)',
+    closed: () => control(`runner control connection ${path} is closed`),
+    timedOut: (op, ms) => control(`the runner did not answer "${op}" within ${ms} ms`),
   });
-  s.on('error', () => failAll('connection failed'));
-  s.on('close', () => failAll('the runner closed the connection (did it die?)'));
   return {
-    call: <T>(op: string, args: Record<string, unknown> = {}, callTimeoutMs = timeoutMs) =>
-      new Promise<T>((res, rej) => {
-        if (s.destroyed) return rej(new TidemarkError('E_RUNNER_CONTROL', `runner control connection ${path} is closed`, { machineDir }, ExitCode.IO));
-        const id = nextId++;
-        const timer = setTimeout(() => {
-          pending.delete(id);
-          rej(new TidemarkError('E_RUNNER_CONTROL', `the runner did not answer "${op}" within ${callTimeoutMs} ms`, { machineDir }, ExitCode.IO));
-        }, callTimeoutMs);
-        pending.set(id, { res: res as (v: unknown) => void, rej, timer });
-        s.write(JSON.stringify({ id, op, ...args }) + '\n');
-      }),
-    close: () => s.end(),
+    call: <T>(op: string, args: Record<string, unknown> = {}, callTimeoutMs?: number) => rpc.call(op, args, callTimeoutMs) as Promise<T>,
+    close: () => rpc.close(),
   };
 }
