@@ -10,6 +10,7 @@ import { VmBusyError } from '../vm/errors.js';
 import { forkMachine } from './checkpoints.js';
 import { closeBackupCheckpoint, liveHolder, recoverMachine } from './recover.js';
 import { sealDisk } from './sealDisk.js';
+import { waitLocksFree } from './runnerLink.js';
 
 /** A machine's disks frozen in a backup checkpoint held by this process (a copy: not inventory state). */
 export interface HeldBackupCheckpoint {
@@ -49,6 +50,9 @@ export async function holdBackupCheckpoint(m: MachineRecord, job: BackupJob): Pr
   if (h) throw new VmBusyError(m.name, `${h.command} (PID ${h.pid}) since ${h.since}`);
   const adopt = m.checkpoints.length === 1 && m.checkpoints[0]!.type === 'backup' && !m.checkpoints[0]!.holder ? m.checkpoints[0] : undefined;
   if (m.checkpoints.length && !adopt) throw new UsageError(`machine ${m.name} has checkpoints; ${job.job} needs a machine without checkpoints or with one backup checkpoint (remove or apply them first)`);
+  // A runner that has just stopped (runtime cleared) may still be exiting: give its disk locks a moment
+  // to be released before sealing offline (a real holder still gets InUseError after the wait).
+  if (!m.runtime) await waitLocksFree(m.config.disks.map((d) => d.path), 3000);
   const warnings: string[] = [];
   const holder = { pid: process.pid, command: job.command, since: new Date().toISOString() };
   let cp: CheckpointRecord;

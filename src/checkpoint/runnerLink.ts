@@ -178,7 +178,7 @@ async function reconcileServed(m: MachineRecord, served: RunnerJournalDisk[], on
 }
 
 /** Wait (up to `ms`) until nobody holds a DiskLock on any of `paths`; gives up silently (the caller's own lock attempt then reports InUseError). */
-async function waitLocksFree(paths: string[], ms = 10_000): Promise<void> {
+export async function waitLocksFree(paths: string[], ms = 10_000): Promise<void> {
   const deadline = Date.now() + ms;
   for (const p of paths) {
     if (!(await exists(p))) continue; // never create a lock file for a disk that is gone
