@@ -10,6 +10,7 @@
  * Remove merges the newest checkpoint's children into their parents (tracked, see mergeChild.ts), then
  * commits the inventory. Apply deletes the later state's children and creates fresh ones.
  */
+import { debugStep } from '../util/debugSteps.js';
 import { randomUUID } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -334,17 +335,10 @@ export async function removeCheckpoint(home: string, vm: string, ref: string): P
  * old children deleted. Killed before (2): the old state stands and the fresh children are orphans; killed
  * after (2): the new state stands and the old children are orphans. Either way every referenced file
  * exists, and recovery (recoverMachine) deletes the orphans by their name pattern.
- * Test hook: TIDEMARK_DEBUG_STEPS / TIDEMARK_DEBUG_PAUSE_AT as in exportMachine (steps `apply-children`,
+ * Test hook: debugStep (src/util/debugSteps.ts; steps `apply-children`,
  * `apply-commit`, `apply-deleted`).
  */
 export async function applyCheckpoint(home: string, vm: string, ref: string): Promise<CheckpointView> {
-  const step = async (name: string): Promise<void> => {
-    const ms = process.env.TIDEMARK_DEBUG_STEPS;
-    if (ms === undefined) return;
-    process.stderr.write(`tidemark-step ${name}\n`);
-    const at = process.env.TIDEMARK_DEBUG_PAUSE_AT;
-    if (!at || at === name) await new Promise((r) => setTimeout(r, Number(ms) || 0));
-  };
   const stale: string[] = [];
   const out = await Inventory.transact(home, async (state) => {
     const m = findMachine(state, vm);
@@ -364,7 +358,7 @@ export async function applyCheckpoint(home: string, vm: string, ref: string): Pr
       for (const f of fresh) await rm(f.child, { force: true });
       throw err;
     }
-    await step('apply-children');
+    await debugStep('apply-children');
     for (const later of m.checkpoints.slice(i)) for (const d of later.disks) stale.push(d.child);
     c.disks = c.disks.map((d) => ({ ...d, child: fresh.find((f) => f.slot === d.slot)!.child }));
     m.checkpoints = m.checkpoints.slice(0, i + 1);
@@ -372,12 +366,12 @@ export async function applyCheckpoint(home: string, vm: string, ref: string): Pr
     for (const d of m.config.disks) d.path = c.disks.find((x) => x.slot === d.slot)!.child;
     return viewOf(m, c);
   });
-  await step('apply-commit');
+  await debugStep('apply-commit');
   // Nothing references the old children any more (they are orphans for recovery if we die here).
   for (const p of stale) {
     await rm(p, { force: true });
     await rm(`${p}.lock`, { force: true });
   }
-  await step('apply-deleted');
+  await debugStep('apply-deleted');
   return out;
 }

@@ -61,6 +61,21 @@ export function packId(bytes: Uint8Array): string {
 }
 
 /**
+ * A whole pack (pure): the encoded blobs back to back from offset 0, then the tail naming them; its
+ * entries (offsets into the pack) and its name.
+ */
+export function encodePack(blobs: ReadonlyArray<{ kind: BlobKind; digest: string; bytes: Buffer }>, keys: RepoKeys | null): { id: string; entries: PackEntry[]; bytes: Buffer } {
+  const entries: PackEntry[] = [];
+  let offset = 0;
+  for (const b of blobs) {
+    entries.push({ kind: b.kind, digest: b.digest, offset, length: b.bytes.length });
+    offset += b.bytes.length;
+  }
+  const bytes = Buffer.concat([...blobs.map((b) => b.bytes), encodePackTail(entries, keys)]);
+  return { id: packId(bytes), entries, bytes };
+}
+
+/**
  * The tail of a pack: header envelope + trailer, for blobs laid out in `entries` order from offset 0.
  */
 export function encodePackTail(entries: ReadonlyArray<Pick<PackEntry, 'kind' | 'digest' | 'length'>>, keys: RepoKeys | null): Buffer {

@@ -25,7 +25,7 @@ import { ObjectNotFoundError } from '../backend/errors.js';
 import { ObjectKind, PACK_INDEX_EVERY_PACKS, PACK_INDEX_MAX_ENTRIES, PACK_TARGET_SIZE, PACK_UPLOADS } from './constants.js';
 import { CorruptObjectError } from './errors.js';
 import { decodeObject, encodeObject, objectDigest, type RepoKeys } from './ObjectCodec.js';
-import { decodePackIndex, encodePackIndex, encodePackTail, packId, type BlobKind, type PackEntry, type PackIndexPack } from './PackFormat.js';
+import { decodePackIndex, encodePack, encodePackIndex, type BlobKind, type PackEntry, type PackIndexPack } from './PackFormat.js';
 
 /** Where a blob is: its pack and its entry. */
 export interface BlobLocation extends PackEntry {
@@ -319,14 +319,8 @@ export class PackStore {
     const blobs = o.blobs;
     this.open.delete(kind);
     const gen = this.generation;
-    const entries: PackEntry[] = [];
-    let offset = 0;
-    for (const b of blobs) {
-      entries.push({ kind: b.kind, digest: b.digest, offset, length: b.bytes.length });
-      offset += b.bytes.length;
-    }
-    const bytes = Buffer.concat([...blobs.map((b) => b.bytes), encodePackTail(entries, this.keys)]);
-    const pack: PackIndexPack = { id: packId(bytes), entries };
+    const { id, entries, bytes } = encodePack(blobs, this.keys);
+    const pack: PackIndexPack = { id, entries };
     // Durable when it resolves (false: an identical pack exists).
     const stored = (async () => void (await this.backend.put('packs', pack.id, bytes)))();
     const upload: Upload = { pack, stored, claimed: false };
@@ -430,14 +424,7 @@ export class PackStore {
 
   /** Store a pack made of already-encoded blobs (prune's repacking); resolves its entries. */
   async writePack(blobs: Array<{ kind: BlobKind; digest: string; bytes: Buffer }>): Promise<PackIndexPack> {
-    const entries: PackEntry[] = [];
-    let offset = 0;
-    for (const b of blobs) {
-      entries.push({ kind: b.kind, digest: b.digest, offset, length: b.bytes.length });
-      offset += b.bytes.length;
-    }
-    const bytes = Buffer.concat([...blobs.map((b) => b.bytes), encodePackTail(entries, this.keys)]);
-    const id = packId(bytes);
+    const { id, entries, bytes } = encodePack(blobs, this.keys);
     await this.backend.put('packs', id, bytes);
     return { id, entries };
   }
