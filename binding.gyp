@@ -4,6 +4,7 @@
       "target_name": "tidemark_native",
       "sources": [
         "src/native/addon.c",
+        "src/native/align.c",
         "src/native/clone.c",
         "src/native/errno_name.c",
         "src/native/fallocate.c",

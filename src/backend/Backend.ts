@@ -37,8 +37,10 @@ export interface Backend {
    * Optional: `length` bytes of an object from `offset` (a ranged read: pack files are read a blob at a
    * time). Rejects with ObjectNotFoundError when the object is missing; resolves fewer bytes only when
    * the object ends before `offset + length`. Without it, callers fall back to `get` + slice.
+   * `into` (at least `length` bytes): read into the caller's memory instead of a new buffer (restore
+   * reuses a few shared buffers instead of allocating per window); the result is then a view of `into`.
    */
-  getRange?(type: ObjectType, name: string, offset: number, length: number): Promise<Buffer>;
+  getRange?(type: ObjectType, name: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer>;
   /**
    * Optional: remove leftovers of puts interrupted by a crash (temp files) older than `olderThanMs`.
    * Resolves how many were removed. Prune calls it under its exclusive lock.

@@ -94,8 +94,9 @@ export class LocalBackend implements Backend {
     }
   }
 
-  async getRange(type: ObjectType, name: string, offset: number, length: number): Promise<Buffer> {
+  async getRange(type: ObjectType, name: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
     checkName(type, name);
+    if (into && into.length < length) throw new RangeError(`getRange: target of ${into.length} bytes cannot hold ${length}`);
     let fh;
     try {
       fh = await this.openFile(this.path(type, name), 'r');
@@ -103,7 +104,7 @@ export class LocalBackend implements Backend {
       throw this.mapError(err, 'get', type, name);
     }
     try {
-      const buf = Buffer.allocUnsafe(length);
+      const buf = into ? Buffer.from(into.buffer, into.byteOffset, length) : Buffer.allocUnsafe(length);
       let got = 0;
       while (got < length) {
         const { bytesRead } = await fh.read(buf, got, length - got, offset + got);

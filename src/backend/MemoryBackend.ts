@@ -34,8 +34,12 @@ export class MemoryBackend implements Backend {
     return Buffer.from(this.entry(type, name).data);
   }
 
-  async getRange(type: ObjectType, name: string, offset: number, length: number): Promise<Buffer> {
-    return Buffer.from(this.entry(type, name).data.subarray(offset, offset + length));
+  async getRange(type: ObjectType, name: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
+    const slice = this.entry(type, name).data.subarray(offset, offset + length);
+    if (!into) return Buffer.from(slice);
+    if (into.length < length) throw new RangeError(`getRange: target of ${into.length} bytes cannot hold ${length}`);
+    into.set(slice);
+    return Buffer.from(into.buffer, into.byteOffset, slice.length);
   }
 
   async has(type: ObjectType, name: string): Promise<boolean> {

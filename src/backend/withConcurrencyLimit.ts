@@ -34,7 +34,7 @@ export function withConcurrencyLimit(next: Backend, n: number): Backend {
     ...(next.cleanup ? { cleanup: (ms: number) => limited(() => next.cleanup!(ms)) } : {}),
     put: (t, name, d, o) => limited(() => next.put(t, name, d, o)),
     get: (t, name) => limited(() => next.get(t, name)),
-    ...(next.getRange ? { getRange: (t: ObjectType, name: string, o: number, l: number) => limited(() => next.getRange!(t, name, o, l)) } : {}),
+    ...(next.getRange ? { getRange: (t: ObjectType, name: string, o: number, l: number, into?: Uint8Array) => limited(() => next.getRange!(t, name, o, l, into)) } : {}),
     has: (t, name) => limited(() => next.has(t, name)),
     remove: (t, name) => limited(() => next.remove(t, name)),
     stat: (t, name) => limited(() => next.stat(t, name)),

@@ -42,7 +42,7 @@ export function withRetry(next: Backend, opts: RetryOptions = {}): Backend {
     ...(next.cleanup ? { cleanup: (ms: number) => attempt('cleanup', () => next.cleanup!(ms)) } : {}),
     put: (t, n, d, o) => attempt('put', () => next.put(t, n, d, o)),
     get: (t, n) => attempt('get', () => next.get(t, n)),
-    ...(next.getRange ? { getRange: (t: ObjectType, n: string, o: number, l: number) => attempt('getRange', () => next.getRange!(t, n, o, l)) } : {}),
+    ...(next.getRange ? { getRange: (t: ObjectType, n: string, o: number, l: number, into?: Uint8Array) => attempt('getRange', () => next.getRange!(t, n, o, l, into)) } : {}),
     has: (t, n) => attempt('has', () => next.has(t, n)),
     remove: (t, n) => attempt('remove', () => next.remove(t, n)),
     stat: (t, n) => attempt('stat', () => next.stat(t, n)),

@@ -150,10 +150,15 @@ export class DeferredSyncBackend implements Backend {
     return this.local.get(type, name);
   }
 
-  async getRange(type: ObjectType, name: string, offset: number, length: number): Promise<Buffer> {
+  async getRange(type: ObjectType, name: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
     checkName(type, name);
-    if (this.pending.has(`${type}/${name}`)) return (await this.get(type, name)).subarray(offset, offset + length);
-    return this.local.getRange(type, name, offset, length);
+    if (this.pending.has(`${type}/${name}`)) {
+      const slice = (await this.get(type, name)).subarray(offset, offset + length);
+      if (!into) return slice;
+      into.set(slice);
+      return Buffer.from(into.buffer, into.byteOffset, slice.length);
+    }
+    return this.local.getRange(type, name, offset, length, into);
   }
 
   async has(type: ObjectType, name: string): Promise<boolean> {

@@ -60,7 +60,7 @@ export async function restoreSnapshot(repo: Repository, snapshotId: string, opts
   const temp = tempSibling(to);
   let dev: BlockDevice | undefined;
   try {
-    dev = format === 'raw' ? await RawFileDevice.create(temp, disk.size) : await VhdxDevice.create(temp, { size: vhdxSize(disk.size), type: 'dynamic' });
+    dev = format === 'raw' ? await RawFileDevice.create(temp, disk.size, { directWrites: true }) : await VhdxDevice.create(temp, { size: vhdxSize(disk.size), type: 'dynamic' });
     const p = await restoreDevice(repo, disk, dev, { concurrency: opts.concurrency, workers: opts.workers ?? 1, onProgress: opts.onProgress && ((p) => opts.onProgress!(p, disk.size)), signal: opts.signal });
     await dev.close();
     dev = undefined;

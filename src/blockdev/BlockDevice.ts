@@ -38,6 +38,12 @@ export interface BlockDevice {
    */
   readInto?(target: Uint8Array, targetOffset: number, offset: number, length: number): Promise<void>;
   write(offset: number, data: Uint8Array, opts?: WriteOptions): Promise<void>;
+  /**
+   * Optional fast path: write `buffers` back to back from `offset`, as one vectored write (a restore
+   * gathers many chunk plaintexts from where they were decoded, without copying them together). Same
+   * result and errors as `write` of their concatenation. Callers fall back to one `write` per buffer.
+   */
+  writev?(offset: number, buffers: readonly Uint8Array[]): Promise<void>;
   /** Make [offset, offset+length) read as zeros. `noHole` forbids deallocating; `fast` fails with
    * `NotSupportedError` instead of writing zeros when the device can't zero cheaply. */
   zero(offset: number, length: number, opts?: ZeroOptions): Promise<void>;

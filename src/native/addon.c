@@ -11,6 +11,7 @@ NAPI_MODULE_INIT() {
     {"ficlone", NULL, tm_ficlone, NULL, NULL, NULL, napi_enumerable, NULL},
     {"ficloneRange", NULL, tm_ficlone_range, NULL, NULL, NULL, napi_enumerable, NULL},
     {"flock", NULL, tm_flock, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"alignGap", NULL, tm_align_gap, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -60,5 +60,6 @@ napi_value tm_allocate(napi_env env, napi_callback_info info);
 napi_value tm_ficlone(napi_env env, napi_callback_info info);
 napi_value tm_ficlone_range(napi_env env, napi_callback_info info);
 napi_value tm_flock(napi_env env, napi_callback_info info);
+napi_value tm_align_gap(napi_env env, napi_callback_info info);
 
 #endif

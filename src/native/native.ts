@@ -35,6 +35,7 @@ interface Addon {
   ficlone(destFd: number, srcFd: number): Promise<void>;
   ficloneRange(destFd: number, srcFd: number, srcOffset: number, length: number, destOffset: number): Promise<void>;
   flock(fd: number, mode: FlockMode, wait: boolean): Promise<boolean>;
+  alignGap(view: Uint8Array, align: number): number;
 }
 
 const ADDON = join('build', 'Release', 'tidemark_native.node');
@@ -161,6 +162,14 @@ export async function flock(fd: number, mode: FlockMode, wait: boolean): Promise
   checkFd(fd);
   if (mode !== 'exclusive' && mode !== 'shared' && mode !== 'unlock') throw new TypeError(`mode must be 'exclusive', 'shared' or 'unlock', got ${String(mode)}`);
   return load().flock(fd, mode, wait);
+}
+
+/**
+ * Bytes from `view[0]` to the first address that is a multiple of `align` (a power of two). Synchronous.
+ * JavaScript cannot see addresses; O_DIRECT I/O needs aligned memory (see alignedSharedBuffer).
+ */
+export function alignGap(view: Uint8Array, align: number): number {
+  return load().alignGap(view, align);
 }
 
 const NOT_SUPPORTED = new Set(['ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'ENOTTY']);

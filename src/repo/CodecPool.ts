@@ -17,7 +17,7 @@ interface Reply {
   digest?: string;
   bytes?: Uint8Array;
   error?: string;
-  decoded?: { ok: true; plain: Uint8Array; lengths: number[] } | { ok: false; blob: number; detail: string };
+  decoded?: DecodeBlobsResult;
 }
 
 export class CodecPool {
@@ -36,10 +36,8 @@ export class CodecPool {
         this.pending.delete(m.id);
         if (!p) return;
         if (m.error !== undefined) p.reject(new Error(`codec worker: ${m.error}`));
-        else if (m.decoded) {
-          const d = m.decoded;
-          p.resolve(d.ok ? { ok: true, plain: Buffer.from(d.plain.buffer, d.plain.byteOffset, d.plain.byteLength), lengths: d.lengths } : d);
-        } else p.resolve({ digest: m.digest!, bytes: Buffer.from(m.bytes!.buffer, m.bytes!.byteOffset, m.bytes!.byteLength) });
+        else if (m.decoded) p.resolve(m.decoded);
+        else p.resolve({ digest: m.digest!, bytes: Buffer.from(m.bytes!.buffer, m.bytes!.byteOffset, m.bytes!.byteLength) });
       });
       w.on('error', (err) => {
         for (const [id, p] of this.pending) {
@@ -58,18 +56,14 @@ export class CodecPool {
   }
 
   /**
-   * decodeBlobs (chunks) in a worker: one message per read window. The window's memory is transferred
-   * to the worker (the caller must not use `window` afterwards), the plaintexts come back transferred.
+   * decodeBlobs (chunks) in a worker: one message per read window. `window` and `plain` must be views of
+   * SharedArrayBuffers (restore's reusable slots): the worker reads the window and writes plaintexts
+   * into `plain` in place; the caller must not touch either until the promise settles.
    */
-  decode(window: Buffer, blobs: readonly WindowBlob[]): Promise<DecodeBlobsResult> {
-    // Transfer only a buffer the window owns whole; else copy (a transfer would detach shared memory).
-    let own = window;
-    if (window.byteOffset !== 0 || window.byteLength !== window.buffer.byteLength) {
-      own = Buffer.allocUnsafeSlow(window.length); // never from the shared pool
-      window.copy(own);
-    }
-    const ab = own.buffer as ArrayBuffer;
-    return this.send({ id: 0, op: 'decode', window: new Uint8Array(ab, 0, own.byteLength), blobs }, [ab]) as Promise<DecodeBlobsResult>;
+  decode(window: Uint8Array, blobs: readonly WindowBlob[], plain: Uint8Array): Promise<DecodeBlobsResult> {
+    if (!(window.buffer instanceof SharedArrayBuffer) || !(plain.buffer instanceof SharedArrayBuffer)) throw new TypeError('CodecPool.decode: window and plain must be views of SharedArrayBuffers');
+    const view = (b: Uint8Array): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+    return this.send({ id: 0, op: 'decode', window: view(window), plain: view(plain), blobs }) as Promise<DecodeBlobsResult>;
   }
 
   private send(msg: { id: number } & Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<unknown> {

@@ -257,13 +257,18 @@ export class PackStore {
   }
 
   /** `length` bytes of a pack from `offset` (short at its end): one ranged read (restore's windows). */
-  readPackRange(pack: string, offset: number, length: number): Promise<Buffer> {
-    return this.readRange(pack, offset, length);
+  readPackRange(pack: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
+    return this.readRange(pack, offset, length, into);
   }
 
-  private async readRange(pack: string, offset: number, length: number): Promise<Buffer> {
+  /** `into`: read into the caller's memory (the result is then a view of it). */
+  private async readRange(pack: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
     const b = this.backend;
-    return b.getRange ? b.getRange('packs', pack, offset, length) : (await b.get('packs', pack)).subarray(offset, offset + length);
+    if (b.getRange) return b.getRange('packs', pack, offset, length, into);
+    const slice = (await b.get('packs', pack)).subarray(offset, offset + length);
+    if (!into) return slice;
+    into.set(slice);
+    return Buffer.from(into.buffer, into.byteOffset, slice.length);
   }
 
   private windows = new Map<string, Promise<Buffer>>();

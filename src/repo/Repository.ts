@@ -283,8 +283,8 @@ export class Repository {
   }
 
   /** decodeBlobs for chunks with this repository's keys, on the calling thread (restore's inline path). */
-  decodeChunkWindow(window: Buffer, blobs: readonly WindowBlob[]): DecodeBlobsResult {
-    return decodeBlobs(window, blobs, ObjectKind.chunk, this.keys, this.backend.location);
+  decodeChunkWindow(window: Uint8Array, blobs: readonly WindowBlob[], plain: Uint8Array): DecodeBlobsResult {
+    return decodeBlobs(window, blobs, plain, ObjectKind.chunk, this.keys, this.backend.location);
   }
 
   /** A pool of `size` codec workers holding this repository's keys (restore's decoders); close it when done. */

@@ -1,7 +1,8 @@
 /**
  * Worker-thread side of CodecPool: encodes chunks (digest + zstd + AES-GCM) or decodes a restore's
  * read window (decodeBlobs: AES-GCM + zstd + digest check) off the main thread.
- * Receives { id, data } -> { id, digest, bytes }; { id, op: 'decode', window, blobs } -> { id, decoded };
+ * Receives { id, data } -> { id, digest, bytes }; { id, op: 'decode', window, plain, blobs } -> { id, decoded }
+ * (window and plain are shared memory: plaintexts are written into plain in place);
  * any failure -> { id, error }.
  */
 import { parentPort, workerData } from 'node:worker_threads';
@@ -12,11 +13,10 @@ import { encodeObject, objectDigest, type RepoKeys } from './ObjectCodec.js';
 const init = workerData as { encKey?: Uint8Array; idKey?: Uint8Array; zstdLevel: number };
 const keys: RepoKeys | null = init.encKey && init.idKey ? { encKey: Buffer.from(init.encKey), idKey: Buffer.from(init.idKey) } : null;
 
-parentPort!.on('message', (msg: { id: number; data?: Uint8Array; op?: 'decode'; window?: Uint8Array; blobs?: WindowBlob[] }) => {
+parentPort!.on('message', (msg: { id: number; data?: Uint8Array; op?: 'decode'; window?: Uint8Array; plain?: Uint8Array; blobs?: WindowBlob[] }) => {
   try {
     if (msg.op === 'decode') {
-      const decoded = decodeBlobs(msg.window!, msg.blobs!, ObjectKind.chunk, keys);
-      parentPort!.postMessage({ id: msg.id, decoded }, decoded.ok ? [decoded.plain.buffer as ArrayBuffer] : []);
+      parentPort!.postMessage({ id: msg.id, decoded: decodeBlobs(msg.window!, msg.blobs!, msg.plain!, ObjectKind.chunk, keys) });
       return;
     }
     const plain = Buffer.from(msg.data!.buffer, msg.data!.byteOffset, msg.data!.byteLength);

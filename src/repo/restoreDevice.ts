@@ -6,11 +6,14 @@
  *   chunks are located (pack, offset) and sorted in pack order;
  * - runs of nearby blobs of one pack become one ranged read of at most `RESTORE_WINDOW` bytes (a
  *   full backup's chunks sit back to back, so a pack is read in a few large sequential pieces);
- * - each window is decoded as a whole — AES-GCM open, zstd, length and digest == name for every blob
- *   (decodeBlobs, the same checks as any read) — inline or on `workers` codec threads, while the main
- *   thread reads the next windows;
- * - the plaintexts are written with positional writes, out of order, chunks adjacent on disk and in
- *   the window merged into one write; at most `RESTORE_IN_FLIGHT` windows are alive at once.
+ * - each window is read into a slot — a pair of SharedArrayBuffers (the read window and a plaintext
+ *   area) reused for the whole restore: no allocation, no garbage and no page faults per window —
+ *   and decoded as a whole — AES-GCM open, zstd, length and digest == name for every blob
+ *   (decodeBlobs, the same checks as any read) — inline or on `workers` codec threads that write the
+ *   plaintexts straight into the slot, while the main thread reads the next windows. A stored
+ *   (uncompressed, unencrypted) chunk is not copied at all: it is written from the read window;
+ * - the plaintexts are written out of order, chunks adjacent on disk gathered into one vectored write
+ *   (`BlockDevice.writev`, else a write each); at most `concurrency` windows (slots) are alive at once.
  * Sparse: zero chunks are not written (the target is assumed to read zeros, e.g. a new sparse file;
  * pass `zeroFill` to zero them explicitly on a used target). Verified: a damaged chunk is a
  * CorruptObjectError naming it (and its pack and offset); a wrong length is caught against the geometry.
@@ -22,6 +25,7 @@ import type { CodecPool } from './CodecPool.js';
 import type { DecodeBlobsResult } from './decodeBlobs.js';
 import { CorruptObjectError, DiskMismatchError } from './errors.js';
 import { IndexTree } from './IndexTree.js';
+import { alignedSharedBuffer } from '../util/alignedSharedBuffer.js';
 import type { DiskEntry } from './Manifest.js';
 import type { BlobLocation } from './PackStore.js';
 import type { Repository } from './Repository.js';
@@ -49,8 +53,16 @@ export const RESTORE_WINDOW = 8 * 1024 * 1024;
 export const RESTORE_GAP = 256 * 1024;
 /** At most this many blobs per window (bounds its plaintext: 256 x 32 KiB = 8 MiB). */
 export const RESTORE_WINDOW_BLOBS = 256;
-/** Windows alive at once (memory ~ 4 x (8 MiB read + 8 MiB plain)). */
-export const RESTORE_IN_FLIGHT = 4;
+/** Windows alive at once, one slot each (memory ~ 6 x (8 MiB read + 8 MiB plain)). */
+export const RESTORE_IN_FLIGHT = 6;
+/** Largest vectored write (iovecs; Linux's IOV_MAX is 1024). */
+const WRITEV_MAX = 512;
+
+/** A reusable pair of shared buffers: a pack window is read into `read`, decoded into `plain`. */
+interface Slot {
+  read: Buffer;
+  plain: Buffer;
+}
 
 interface Planned {
   digest: string;
@@ -64,6 +76,17 @@ export async function restoreDevice(repo: Repository, disk: DiskEntry, target: B
     throw new DiskMismatchError(`target device is ${target.size} bytes but disk ${disk.name} is ${disk.size}; restore to a device at least as large`, { target: target.size, size: disk.size });
   }
   const inFlight = Math.max(1, opts.concurrency ?? RESTORE_IN_FLIGHT);
+  // A window spans at most RESTORE_WINDOW bytes of pack, or one blob (a chunk + its envelope), and holds
+  // at most as many blobs as the plaintext area has room for whole chunks.
+  const readCap = Math.max(RESTORE_WINDOW, disk.chunkSize + 64);
+  const plainCap = Math.max(RESTORE_WINDOW, disk.chunkSize);
+  const windowBlobs = Math.max(1, Math.min(RESTORE_WINDOW_BLOBS, Math.floor(plainCap / disk.chunkSize)));
+  const free: Slot[] = [];
+  const takeSlot = (): Slot => {
+    const s = free.pop();
+    if (s) return s;
+    return { read: Buffer.from(new SharedArrayBuffer(readCap)), plain: alignedSharedBuffer(plainCap) };
+  };
   const workers = Math.max(0, Math.floor(opts.workers ?? 0));
   const pool: CodecPool | null = workers > 0 ? repo.createCodecPool(workers) : null;
   const cs = disk.chunkSize;
@@ -109,14 +132,22 @@ export async function restoreDevice(repo: Repository, disk: DiskEntry, target: B
     done(indexes.length, data.length * indexes.length);
   };
 
-  /** Read one window of a pack, decode every blob in it, write them out. */
+  /** Read one window of a pack into a slot, decode every blob in it, write them out. */
   const restoreWindow = async (blobs: Planned[]): Promise<void> => {
+    const slot = takeSlot();
+    try {
+      await restoreWindowIn(slot, blobs);
+    } finally {
+      free.push(slot);
+    }
+  };
+  const restoreWindowIn = async (slot: Slot, blobs: Planned[]): Promise<void> => {
     const pack = blobs[0].loc.pack;
     const start = blobs[0].loc.offset;
     const end = blobs[blobs.length - 1].loc.offset + blobs[blobs.length - 1].loc.length;
     let window: Buffer;
     try {
-      window = await repo.packs.readPackRange(pack, start, end - start);
+      window = await repo.packs.readPackRange(pack, start, end - start, slot.read);
     } catch (err) {
       if (!(err instanceof ObjectNotFoundError)) throw err;
       // Repacked and removed by a prune since our map was loaded: the ordinary path reloads and retries.
@@ -124,31 +155,58 @@ export async function restoreDevice(repo: Repository, disk: DiskEntry, target: B
       return;
     }
     const list = blobs.map((b) => ({ name: b.digest, offset: b.loc.offset - start, length: b.loc.length }));
-    const r: DecodeBlobsResult = pool ? await pool.decode(window, list) : repo.decodeChunkWindow(window, list);
+    const r: DecodeBlobsResult = pool ? await pool.decode(window, list, slot.plain) : repo.decodeChunkWindow(window, list, slot.plain);
     if (!r.ok) {
       const b = blobs[r.blob];
       const err = new CorruptObjectError(repo.location, 'chunks', b.digest, r.detail);
       Object.assign(err.data, { pack, offset: b.loc.offset });
       throw err;
     }
-    // Merge chunks adjacent both on disk and in the plaintext buffer into one positional write.
-    const writes: Array<{ offset: number; from: number; to: number }> = [];
-    let at = 0;
+    // Every (disk chunk, plaintext) pair in disk order; a run of adjacent chunks is one write, its
+    // pieces adjacent in the plaintext area merged (a full backup's window: one piece), else gathered.
+    const pieces: Array<{ index: number; from: number; to: number }> = [];
     let chunks = 0;
     let bytes = 0;
+    let at = 0;
     for (let i = 0; i < blobs.length; i++) {
       const len = r.lengths[i];
       for (const index of blobs[i].indexes) {
         if (len !== lengthOf(index)) throw badLength(blobs[i].digest, index, len);
-        const last = writes[writes.length - 1];
-        if (last && last.offset + (last.to - last.from) === index * cs && last.to === at) last.to = at + len;
-        else writes.push({ offset: index * cs, from: at, to: at + len });
+        pieces.push({ index, from: at, to: at + len });
         chunks++;
         bytes += len;
       }
       at += len;
     }
-    await Promise.all(writes.map((w) => target.write(w.offset, r.plain.subarray(w.from, w.to))));
+    pieces.sort((a, b) => a.index - b.index);
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < pieces.length; ) {
+      const run: Buffer[] = [];
+      let from = pieces[i].from;
+      let to = pieces[i].to;
+      let j = i + 1;
+      for (; j < pieces.length && pieces[j].index === pieces[j - 1].index + 1 && run.length < WRITEV_MAX; j++) {
+        if (pieces[j].from === to) to = pieces[j].to;
+        else {
+          run.push(slot.plain.subarray(from, to));
+          from = pieces[j].from;
+          to = pieces[j].to;
+        }
+      }
+      run.push(slot.plain.subarray(from, to));
+      const offset = pieces[i].index * cs;
+      if (run.length === 1) writes.push(target.write(offset, run[0]));
+      else if (target.writev) writes.push(target.writev(offset, run));
+      else {
+        let o = offset;
+        for (const d of run) {
+          writes.push(target.write(o, d));
+          o += d.length;
+        }
+      }
+      i = j;
+    }
+    await Promise.all(writes);
     done(chunks, bytes);
   };
 
@@ -182,7 +240,7 @@ export async function restoreDevice(repo: Repository, disk: DiskEntry, target: B
           p.loc.offset < prev.loc.offset + prev.loc.length || // a blob listed twice: keep windows simple
           p.loc.offset - (prev.loc.offset + prev.loc.length) > RESTORE_GAP ||
           p.loc.offset + p.loc.length - first.loc.offset > RESTORE_WINDOW ||
-          win.length >= RESTORE_WINDOW_BLOBS)
+          win.length >= windowBlobs)
       ) {
         await flushWindow();
       }

@@ -45,6 +45,15 @@ export function backendContract(label: string, make: BackendFactory): void {
     assert.deepEqual(await b.getRange!('packs', hex(data), 2_000_001, 1_000_000), data.subarray(2_000_001, 3_000_001));
     assert.deepEqual(await b.getRange!('packs', hex(data), data.length - 5, 100), data.subarray(data.length - 5), 'short at the end of the object');
     assert.equal((await b.getRange!('packs', hex(data), 7, 0)).length, 0);
+    // Into the caller's (shared) memory: the result is a view of it, bytes beyond the read untouched.
+    const into = Buffer.from(new SharedArrayBuffer(2_000_000)).fill(0xee);
+    const got = await b.getRange!('packs', hex(data), 1_000_003, 1_500_000, into);
+    assert.equal(got.buffer, into.buffer, 'read into the given memory');
+    assert.deepEqual(got, data.subarray(1_000_003, 2_500_003));
+    assert.equal(into[1_500_000], 0xee);
+    const tail = await b.getRange!('packs', hex(data), data.length - 7, 100, into);
+    assert.deepEqual(tail, data.subarray(data.length - 7), 'short at the end, into the given memory');
+    await assert.rejects(b.getRange!('packs', hex(data), 0, 100, Buffer.alloc(10)), RangeError, 'a target too small is refused');
     await assert.rejects(b.getRange!('packs', 'aa00', 0, 1), (e) => e instanceof ObjectNotFoundError && /packs\/aa00/.test(e.message));
     await assert.rejects(b.getRange!('packs', '../x', 0, 1), InvalidObjectNameError);
     const names = [];

@@ -6,7 +6,8 @@ import { test } from 'node:test';
 import { RawFileDevice } from '../../src/blockdev/RawFileDevice.js';
 import { AlreadyExistsError } from '../../src/blockdev/errors.js';
 import { NotFoundError, NotSupportedError, ReadOnlyError, UsageError } from '../../src/errors.js';
-import { tempDir } from '../helpers/tools.js';
+import { requireTools, run, tempDir } from '../helpers/tools.js';
+import { alignedSharedBuffer } from '../../src/util/alignedSharedBuffer.js';
 import { pattern, runContract } from './contract.js';
 
 const MiB = 1024 * 1024;
@@ -19,6 +20,15 @@ runContract(
     return { device: await RawFileDevice.create(path, size), reopen: () => RawFileDevice.open(path) };
   },
   { sizes: [MiB, MiB + 12345] },
+);
+
+runContract(
+  'RawFileDevice (directWrites)',
+  async (t, size) => {
+    const path = join(await tempDir(t), 'disk.img');
+    return { device: await RawFileDevice.create(path, size, { directWrites: true }), reopen: () => RawFileDevice.open(path, { directWrites: true }) };
+  },
+  { sizes: [MiB + 12345] },
 );
 
 runContract(
@@ -193,4 +203,43 @@ test('RawFileDevice: close waits for in-flight operations', async (t) => {
   const again = await RawFileDevice.open(path, { readOnly: true });
   assert.ok((await again.read(0, 32 * MiB)).every((b) => b === 5));
   await again.close();
+});
+
+/** Pages of `path` in the page cache (fincore, util-linux). */
+function residentPages(path: string): number {
+  const out = run('fincore', ['--bytes', '--noheadings', '--output', 'PAGES', path]).stdout.trim();
+  return Number(out);
+}
+
+test('RawFileDevice directWrites: aligned writes from aligned memory bypass the page cache; others and tmpfs still work', async (t) => {
+  if (!requireTools(t, 'fincore')) return;
+  const dir = await tempDir(t);
+  const path = join(dir, 'direct.img');
+  const dev = await RawFileDevice.create(path, 16 * MiB, { directWrites: true });
+  const mem = alignedSharedBuffer(4 * MiB);
+  mem.set(pattern(4 * MiB, 31));
+  await dev.writev(4 * MiB, [mem.subarray(0, 2 * MiB), mem.subarray(2 * MiB)]);
+  assert.ok(residentPages(path) < 64, `aligned writes went around the page cache (${residentPages(path)} pages cached)`);
+  // Unaligned offset / unaligned memory: the normal path, same content rules.
+  await dev.write(12 * MiB + 3, pattern(10000, 32));
+  await dev.write(8 * MiB, Buffer.concat([Buffer.alloc(1), mem.subarray(0, 4096)]).subarray(1));
+  assert.ok(residentPages(path) >= 2, 'unaligned writes are cached as usual');
+  await dev.close();
+  const back = await readFile(path);
+  assert.ok(back.subarray(4 * MiB, 8 * MiB).equals(mem), 'direct writes landed');
+  assert.ok(back.subarray(12 * MiB + 3, 12 * MiB + 10003).equals(pattern(10000, 32)));
+  assert.ok(back.subarray(8 * MiB, 8 * MiB + 4096).equals(mem.subarray(0, 4096)));
+  assert.ok(back.subarray(0, 4 * MiB).every((b) => b === 0), 'nothing else written');
+  if (haveTmpfs) {
+    // tmpfs refuses O_DIRECT: the option is ignored, writes work.
+    const tdir = await mkdtemp(join(TMPFS, 'tidemark-'));
+    try {
+      const tdev = await RawFileDevice.create(join(tdir, 'd.img'), MiB, { directWrites: true });
+      await tdev.writev(0, [mem.subarray(0, 4096), mem.subarray(4096, 8192)]);
+      assert.ok((await tdev.read(0, 8192)).equals(mem.subarray(0, 8192)));
+      await tdev.close();
+    } finally {
+      await rm(tdir, { recursive: true, force: true });
+    }
+  }
 });

@@ -35,6 +35,7 @@ import fc from 'fast-check';
 import type { BlockDevice, Extent } from '../../src/blockdev/BlockDevice.js';
 import { ClosedError, NotSupportedError, OutOfRangeError, ReadOnlyError, UsageError } from '../../src/errors.js';
 import { fcSeed } from '../helpers/tools.js';
+import { alignedSharedBuffer } from '../../src/util/alignedSharedBuffer.js';
 
 export interface ContractSubject {
   device: BlockDevice;
@@ -151,6 +152,41 @@ export function runContract(name: string, factory: ContractFactory, opts: Contra
         await assert.rejects(device.readInto(Buffer.alloc(10), -1, 0, 1), UsageError, 'negative target offset');
         await device.close();
         await assert.rejects(device.readInto(Buffer.alloc(1), 0, 0, 1), ClosedError, 'readInto after close');
+      });
+    });
+
+    test(title('writev (when offered) writes its buffers back to back, exactly like one write of them', size), async (t) => {
+      await withDevice(t, size, async ({ device }) => {
+        if (!device.writev) {
+          t.skip('device has no writev');
+          return;
+        }
+        if (opts.readOnly) {
+          await assert.rejects(device.writev(0, [Buffer.alloc(1)]), ReadOnlyError);
+          return;
+        }
+        const model = Buffer.alloc(size);
+        // Aligned whole pages from aligned shared memory (restore's O_DIRECT path), unaligned ragged
+        // pieces, empty pieces, a single buffer, and a run ending at the device's end.
+        const shared = alignedSharedBuffer(64 * KiB);
+        shared.set(pattern(64 * KiB, 21));
+        const cases: Array<[number, Uint8Array[]]> = [
+          [0, [shared.subarray(0, 8 * KiB), shared.subarray(16 * KiB, 32 * KiB)]],
+          [4096 * 5, [shared.subarray(0, 4096)]],
+          [12345, [pattern(1, 22), pattern(0, 23), pattern(5000, 24), shared.subarray(3, 700)]],
+          [size - 3000, [pattern(1000, 25), pattern(2000, 26)]],
+        ];
+        for (const [off, bufs] of cases) {
+          await device.writev(off, bufs);
+          let o = off;
+          for (const b of bufs) {
+            model.set(b, o);
+            o += b.length;
+          }
+        }
+        assertSame(await device.read(0, size), model, 'content after writev');
+        await assert.rejects(device.writev(size - 10, [Buffer.alloc(6), Buffer.alloc(6)]), OutOfRangeError, 'writev past the end');
+        assertSame(await device.read(0, size), model, 'a refused writev changes nothing');
       });
     });
 

@@ -4,10 +4,11 @@ import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { allocate, ficlone, ficloneRange, flock, isNotSupported, nativeAvailable, punchHole, seekData, seekHole, zeroRange, type NativeErrnoError } from '../../src/native/native.js';
+import { alignGap, allocate, ficlone, ficloneRange, flock, isNotSupported, nativeAvailable, punchHole, seekData, seekHole, zeroRange, type NativeErrnoError } from '../../src/native/native.js';
 import { hasTool, run, tempDir } from '../helpers/tools.js';
 import { exited, startChild } from './childProcess.js';
 import { mountXfs, xfsSkipReason } from './xfsMount.js';
+import { alignedSharedBuffer } from '../../src/util/alignedSharedBuffer.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -198,4 +199,22 @@ test('flock: two descriptors in one process conflict (one writer per disk)', asy
   assert.equal(await flock(other.fd, 'exclusive', false), false);
   await handle.close();
   assert.equal(await flock(other.fd, 'exclusive', false), true, 'closing the holder releases');
+});
+
+test('alignGap reports the distance to the next aligned address; alignedSharedBuffer starts on one', () => {
+  const b = alignedSharedBuffer(3 * 4096);
+  assert.equal(b.length, 3 * 4096);
+  assert.ok(b.buffer instanceof SharedArrayBuffer);
+  assert.equal(alignGap(b, 4096), 0);
+  assert.equal(alignGap(b.subarray(1), 4096), 4095);
+  assert.equal(alignGap(b.subarray(4096 + 100), 4096), 4096 - 100);
+  assert.equal(alignGap(b.subarray(8), 16), 8);
+  assert.equal(alignGap(b.subarray(16), 16), 0);
+  const plain = new Uint8Array(100);
+  const g = alignGap(plain, 64);
+  assert.ok(g >= 0 && g < 64);
+  assert.equal(alignGap(plain.subarray(g), 64), 0, 'consistent with itself at an offset');
+  assert.throws(() => alignGap(b, 3), RangeError);
+  assert.throws(() => alignGap(b, 0), RangeError);
+  assert.throws(() => alignGap({} as Uint8Array, 4096), TypeError);
 });
