@@ -5,6 +5,7 @@
  * figures next to its peer's; this runner adds a header and a timing per bench and exits non-zero
  * when one fails (the others still run).
  */
+import '../src/util/threadPool.js'; // first, as in the CLI: benches measure what `tidemark` does
 import { readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import '../util/threadPool.js'; // first: sizes libuv's thread pool before any file I/O
 import { Command, CommanderError } from 'commander';
 import { TidemarkError, ExitCode } from '../errors.js';
 import { commands } from './commands/index.js';

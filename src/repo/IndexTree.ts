@@ -47,9 +47,14 @@ export function treeDepth(g: DiskGeometry): number {
 
 /** Read one page as a full `fanout`-long entry array (ZERO padded). Verified; corruption names the page. */
 export async function readIndexPage(repo: Repository, digest: string, level: number, fanout: number): Promise<string[]> {
+  if (digest === ZERO_DIGEST) return new Array<string>(fanout).fill(ZERO_DIGEST);
+  return parseIndexPage(repo, digest, await repo.getObject('index', digest), level, fanout);
+}
+
+/** A page's verified plaintext as a full `fanout`-long entry array (ZERO padded); a bad layout names the page. */
+export function parseIndexPage(repo: Repository, digest: string, plain: Buffer, level: number, fanout: number): string[] {
   const entries = new Array<string>(fanout).fill(ZERO_DIGEST);
-  if (digest === ZERO_DIGEST) return entries;
-  const page = decodeIndexPage(await repo.getObject('index', digest), level, fanout);
+  const page = decodeIndexPage(plain, level, fanout);
   if (typeof page === 'string') throw new CorruptObjectError(repo.location, 'index', digest, page);
   for (let i = 0; i < page.entries.length; i++) entries[i] = page.entries[i];
   return entries;
@@ -147,9 +152,22 @@ interface OpenPage {
   dirty: boolean;
 }
 
+/** Leaf pages `prefetch` reads ahead of the writer (memory: this many pages, 16 KiB each at fanout 512). */
+export const PREFETCH_AHEAD = 128;
+/** Leaves per prefetch batch (one getIndexPages call). */
+export const PREFETCH_BATCH = 64;
+
 /**
  * Builds a new index tree from a base tree (ZERO_DIGEST: empty disk) and a stream of changes in
  * strictly ascending chunk order. `set` calls must not overlap (await each); `finish` once.
+ *
+ * Base pages are read through one memo (`basePage`, keyed by level and page number) that `prefetch`
+ * fills ahead of the writer: an incremental touching hundreds of scattered leaves would otherwise read
+ * them one after another inside `set` (measured: ~1 s of a 4 GiB disk's incremental). A page is taken
+ * out of the memo when the writer opens it (the open page is a copy; parents when the writer passes
+ * them), so memory stays bounded by PREFETCH_AHEAD leaves plus their parents. Reading a base page for page number p gives the same
+ * digest as the writer's open parent would: the parent's entry for p changes only when p is flushed,
+ * after the writer has passed it.
  */
 export class IndexWriter {
   private readonly depth: number;
@@ -160,11 +178,85 @@ export class IndexWriter {
   private pagesWritten = 0;
   private pageBytesWritten = 0;
   private finished = false;
+  private readonly baseRoot: string;
+  private readonly base = new Map<string, Promise<string[]>>();
+  /** The writer's current leaf page, and a waiter of the prefetcher for it to advance. */
+  private leafNow = 0;
+  /** The last leaf the writer took out of the memo (the prefetcher never refills it). */
+  private leafTaken = -1;
+  private advanced: (() => void) | null = null;
 
   constructor(private readonly repo: Repository, private readonly geometry: DiskGeometry, baseRoot: string = ZERO_DIGEST) {
     this.depth = treeDepth(geometry);
     this.n = chunkCount(geometry);
     this.root = baseRoot;
+    this.baseRoot = baseRoot;
+  }
+
+  /**
+   * Read the base leaves the coming `set`s will need (chunks in `intervals`, ascending, half-open) in
+   * the background, PREFETCH_BATCH leaves per `getIndexPages` call (a few coalesced ranged reads) and
+   * at most PREFETCH_AHEAD leaves ahead of the writer. Errors are not raised here: the `set` that
+   * needs a bad page raises it (its memo entry holds the rejection).
+   */
+  prefetch(intervals: Iterable<{ start: number; end: number }>): void {
+    if (this.baseRoot === ZERO_DIGEST) return; // an empty base: nothing to read
+    const F = this.geometry.fanout;
+    const self = this;
+    function* leaves(): Generator<number> {
+      let last = -1;
+      for (const iv of intervals) {
+        for (let p = Math.max(Math.floor(iv.start / F), last + 1); p <= Math.floor((iv.end - 1) / F); p++) yield (last = p);
+      }
+    }
+    const fetch = async (batch: number[]): Promise<void> => {
+      const todo = batch.filter((leaf) => leaf > self.leafTaken && !self.base.has(`0:${leaf}`));
+      if (todo.length === 0) return;
+      const digests = await Promise.all(todo.map(async (leaf) => (self.depth === 0 ? self.baseRoot : (await self.basePage(1, Math.floor(leaf / F)))[leaf % F])));
+      const pages = self.repo.getIndexPages(digests.filter((d) => d !== ZERO_DIGEST));
+      pages.catch(() => undefined); // raised by the set that needs it
+      todo.forEach((leaf, i) => {
+        const key = `0:${leaf}`;
+        if (leaf <= self.leafTaken || self.base.has(key)) return;
+        // A failed batch (one damaged page) falls back to reading each leaf alone: the writer gets
+        // the error of the page it needs, naming it, and intact pages still load.
+        const page = pages.then(
+          (m) => (digests[i] === ZERO_DIGEST ? new Array<string>(F).fill(ZERO_DIGEST) : parseIndexPage(self.repo, digests[i], m.get(digests[i])!, 0, F)),
+          () => readIndexPage(self.repo, digests[i], 0, F),
+        );
+        page.catch(() => undefined); // raised when (if) the writer takes it
+        self.base.set(key, page);
+      });
+      await pages.catch(() => undefined);
+    };
+    void (async () => {
+      let batch: number[] = [];
+      for (const leaf of leaves()) {
+        while (!self.finished && leaf - self.leafNow > PREFETCH_AHEAD) await new Promise<void>((r) => (self.advanced = r));
+        if (self.finished) return;
+        batch.push(leaf);
+        if (batch.length >= PREFETCH_BATCH) {
+          await fetch(batch).catch(() => undefined);
+          batch = [];
+        }
+      }
+      if (!self.finished) await fetch(batch).catch(() => undefined);
+    })();
+  }
+
+  /** Page `pageNo` of `level` as it is in the base tree (memoized until the writer opens it). */
+  private basePage(level: number, pageNo: number): Promise<string[]> {
+    const key = `${level}:${pageNo}`;
+    let p = this.base.get(key);
+    if (!p) {
+      const F = this.geometry.fanout;
+      p = (async () => {
+        const digest = level === this.depth ? this.baseRoot : (await this.basePage(level + 1, Math.floor(pageNo / F)))[pageNo % F];
+        return readIndexPage(this.repo, digest, level, F);
+      })();
+      this.base.set(key, p);
+    }
+    return p;
   }
 
   /** Record chunk `chunkIndex`'s digest. Indexes must be strictly ascending. */
@@ -181,8 +273,9 @@ export class IndexWriter {
   /** Write the remaining open pages bottom-up; resolves the new root. */
   async finish(): Promise<IndexUpdateResult> {
     if (!this.finished) {
+      this.finished = true; // stops the prefetcher
+      this.advanced?.();
       for (let level = 0; level <= this.depth; level++) await this.flush(level);
-      this.finished = true;
     }
     return { root: this.root, pagesWritten: this.pagesWritten, pageBytesWritten: this.pageBytesWritten };
   }
@@ -202,15 +295,24 @@ export class IndexWriter {
     const cur = this.open[level];
     if (cur && cur.pageNo === pageNo) return cur;
     if (cur) await this.flush(level);
-    let digest: string;
-    if (level === this.depth) {
-      digest = this.root;
-    } else {
-      const F = this.geometry.fanout;
-      const parent = await this.ensure(level + 1, Math.floor(pageNo / F));
-      digest = parent.entries[pageNo % F];
+    if (level < this.depth) await this.ensure(level + 1, Math.floor(pageNo / this.geometry.fanout)); // open the parent
+    if (level === 0) {
+      this.leafNow = pageNo;
+      this.advanced?.();
+      this.advanced = null;
     }
-    const page: OpenPage = { pageNo, entries: await readIndexPage(this.repo, digest, level, this.geometry.fanout), dirty: false };
+    const base = this.basePage(level, pageNo);
+    // A leaf is needed once; a parent stays memoized while the prefetcher may still descend through
+    // it. Pages the writer has passed are dropped.
+    if (level === 0) {
+      this.base.delete(`0:${pageNo}`);
+      this.leafTaken = pageNo;
+    }
+    for (const k of this.base.keys()) {
+      const [l, n] = k.split(':').map(Number);
+      if (l === level && n < pageNo) this.base.delete(k);
+    }
+    const page: OpenPage = { pageNo, entries: (await base).slice(), dirty: false };
     this.open[level] = page;
     return page;
   }

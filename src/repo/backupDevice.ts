@@ -8,16 +8,19 @@
  * - Without: read every chunk overlapping a `data` extent (holes and zero extents are skipped) and
  *   build a tree from empty; unchanged chunks deduplicate by digest, unchanged pages by digest too.
  *
- * Reads run `concurrency` chunks at a time; at most that many chunk buffers are alive (bounded
- * memory). Results feed the IndexWriter in ascending order through a FIFO: a finished chunk waits for
- * the ones before it, so the writer's stream stays sorted.
+ * Reads: each run of adjacent chunks to read is cut into units of at most READ_UNIT_CHUNKS chunks, read
+ * with one read each (readUnits); up to `concurrency` chunks are in flight (bounded memory: at most
+ * that many chunks plus one unit are alive), so several units' reads wait on the disk at once (cold,
+ * scattered incremental reads need the queue depth; the CLI raises libuv's thread pool for it).
+ * Results feed the IndexWriter in ascending order through a FIFO: a finished chunk waits for the ones
+ * before it, so the writer's stream stays sorted.
  *
  * Writes no manifest: the caller (runBackup) commits a snapshot after every disk is done.
  */
 import type { BlockDevice } from '../blockdev/BlockDevice.js';
 import { UsageError } from '../errors.js';
 import { ZERO_DIGEST } from './constants.js';
-import { chunkIndexes, chunksCovering, intervalsLength, type ChunkInterval } from './chunkPlan.js';
+import { chunksCovering, intervalsLength, readUnits, type ChunkInterval } from './chunkPlan.js';
 import { DiskMismatchError } from './errors.js';
 import { IndexWriter } from './IndexTree.js';
 import type { BackupStats, DiskEntry } from './Manifest.js';
@@ -44,7 +47,7 @@ export interface BackupDeviceOptions {
   /** Chunk size / fanout for a disk without `previous` (default: the repository's). */
   chunkSize?: number;
   fanout?: number;
-  /** Chunks in flight (default 8). */
+  /** Chunks in flight (default DEFAULT_BACKUP_CONCURRENCY). */
   concurrency?: number;
   onProgress?: (p: BackupProgress) => void;
   signal?: AbortSignal;
@@ -54,6 +57,11 @@ export interface DiskBackupResult {
   disk: DiskEntry;
   stats: BackupStats;
 }
+
+/** Chunks in flight by default (2 MiB at 32 KiB chunks). */
+export const DEFAULT_BACKUP_CONCURRENCY = 64;
+/** Largest read: this many chunks (1 MiB at 32 KiB chunks). */
+export const READ_UNIT_CHUNKS = 32;
 
 export async function backupDevice(repo: Repository, device: BlockDevice, opts: BackupDeviceOptions = {}): Promise<DiskBackupResult> {
   const t0 = Date.now();
@@ -65,7 +73,7 @@ export async function backupDevice(repo: Repository, device: BlockDevice, opts: 
   const chunkSize = opts.changedRanges ? prev!.chunkSize : opts.chunkSize ?? prev?.chunkSize ?? repo.config.chunkSize;
   const fanout = opts.changedRanges ? prev!.fanout : opts.fanout ?? prev?.fanout ?? repo.config.fanout;
   if (!isChunkSize(chunkSize) || !isFanout(fanout)) throw new UsageError(`invalid chunk size ${chunkSize} or fanout ${fanout}`);
-  const concurrency = Math.max(1, opts.concurrency ?? 8);
+  const concurrency = Math.max(1, opts.concurrency ?? DEFAULT_BACKUP_CONCURRENCY);
   const size = device.size;
   const geometry = { size, chunkSize, fanout };
 
@@ -80,14 +88,21 @@ export async function backupDevice(repo: Repository, device: BlockDevice, opts: 
   }
 
   const writer = new IndexWriter(repo, geometry, base);
+  writer.prefetch(intervals); // the base pages the changes will touch, read ahead of the writer
   const progress: BackupProgress = { chunksDone: 0, chunksTotal: intervalsLength(intervals), bytesRead: 0, chunkBytesWritten: 0 };
   const stats = { chunksWritten: 0, chunksDeduplicated: 0 };
 
-  const processChunk = async (index: number): Promise<string> => {
-    const offset = index * chunkSize;
-    const len = Math.min(chunkSize, size - offset);
+  /** Read a unit (chunks [start, end)) with one read. */
+  const readUnit = async (start: number, end: number): Promise<Buffer> => {
+    const offset = start * chunkSize;
+    const len = Math.min(end * chunkSize, size) - offset;
     const data = await device.read(offset, len);
     progress.bytesRead += len;
+    return data;
+  };
+  const processChunk = async (unit: Promise<Buffer>, unitStart: number, index: number): Promise<string> => {
+    const at = (index - unitStart) * chunkSize;
+    const data = (await unit).subarray(at, at + chunkSize);
     const { digest, written } = await repo.storeChunk(data);
     if (written > 0) {
       stats.chunksWritten++;
@@ -104,12 +119,16 @@ export async function backupDevice(repo: Repository, device: BlockDevice, opts: 
     await Promise.allSettled(queue.map((t) => t.p));
   };
   try {
-    for (const index of chunkIndexes(intervals)) {
+    for (const u of readUnits(intervals, Math.min(READ_UNIT_CHUNKS, concurrency))) {
       if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('backup aborted');
-      const p = processChunk(index);
-      p.catch(() => undefined); // observed below, in order; avoid unhandled-rejection noise meanwhile
-      queue.push({ index, p });
-      if (queue.length >= concurrency) {
+      const unit = readUnit(u.start, u.end);
+      unit.catch(() => undefined); // observed through its chunks
+      for (let index = u.start; index < u.end; index++) {
+        const p = processChunk(unit, u.start, index);
+        p.catch(() => undefined); // observed below, in order; avoid unhandled-rejection noise meanwhile
+        queue.push({ index, p });
+      }
+      while (queue.length >= concurrency) {
         const head = queue.shift()!;
         await writer.set(head.index, await head.p);
         progress.chunksDone++;

@@ -40,3 +40,13 @@ export function* chunkIndexes(intervals: ReadonlyArray<ChunkInterval>): Generato
 export function intervalsLength(intervals: ReadonlyArray<ChunkInterval>): number {
   return intervals.reduce((n, iv) => n + iv.end - iv.start, 0);
 }
+
+/**
+ * The intervals cut into read units of at most `maxChunks` chunks: a backup reads each unit with one
+ * read (an RCT-changed 64 KiB write spans 2-3 chunks: one read, not three; a full backup reads 1 MiB
+ * at a time instead of 32 KiB).
+ */
+export function* readUnits(intervals: ReadonlyArray<ChunkInterval>, maxChunks: number): Generator<ChunkInterval> {
+  const n = Math.max(1, Math.floor(maxChunks));
+  for (const iv of intervals) for (let s = iv.start; s < iv.end; s += n) yield { start: s, end: Math.min(iv.end, s + n) };
+}

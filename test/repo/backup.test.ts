@@ -141,14 +141,14 @@ test('an interrupted backup leaves no visible snapshot, no lock, and verify pass
   const s1 = await runBackup(repo, { source, disks: [{ name: 'disk0', device: dev }] });
   await dev.write(MiB, randomBytes(2 * MiB));
   await assert.rejects(
-    runBackup(repo, { source, parent: s1.id, disks: [{ name: 'disk0', device: failingAfter(dev, 100), previous: s1.disks[0], changedRanges: [{ offset: MiB, length: 2 * MiB }] }] }),
+    runBackup(repo, { source, parent: s1.id, disks: [{ name: 'disk0', device: failingAfter(dev, 3), previous: s1.disks[0], changedRanges: [{ offset: MiB, length: 2 * MiB }] }] }),
     /simulated crash/,
   );
   assert.deepEqual([...(await objectNames(repo, 'snapshots'))], [s1.id]);
   const locks = [];
   for await (const l of backend.list('locks')) locks.push(l);
   assert.deepEqual(locks, [], 'the shared lock was released');
-  // 64 chunks from s1; the failed run stored (and indexed every 8 packs) most of its first 100 chunks.
+  // 64 chunks from s1; the failed run read 3 units of 32 chunks (READ_UNIT_CHUNKS) and stored most of them.
   assert.ok((await objectNames(repo, 'chunks')).size > 64 + 50, 'garbage from the interrupted run exists');
   const report = await verifyRepository(repo, { readData: true });
   assert.equal(report.ok, true);

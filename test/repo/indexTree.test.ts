@@ -83,3 +83,65 @@ test('a damaged index page is CorruptObjectError naming the page', async () => {
   await flipBlobByte(repo, 'index', r.root, 20);
   await assert.rejects(IndexTree.open(repo, { ...ref, indexRoot: r.root }).lookup(63), (e) => e instanceof CorruptObjectError && e.type === 'index' && e.objectName === r.root);
 });
+
+/** Chunk indexes -> sorted half-open intervals (what backupDevice hands the prefetcher). */
+function intervalsOf(indexes: number[]): Array<{ start: number; end: number }> {
+  const out: Array<{ start: number; end: number }> = [];
+  for (const i of [...new Set(indexes)].sort((a, b) => a - b)) {
+    const last = out[out.length - 1];
+    if (last && last.end === i) last.end++;
+    else out.push({ start: i, end: i + 1 });
+  }
+  return out;
+}
+
+test('IndexWriter.prefetch: the same tree as without it, base pages read in a few coalesced reads (property)', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 1, max: 2000 }),
+      fc.array(fc.tuple(fc.nat(1999), fc.integer({ min: 0, max: 9 })), { maxLength: 120 }),
+      async (nChunks, picks) => {
+        const backend = new MemoryBackend();
+        const repo = await initRepo(backend, { packSize: 256 * 1024 });
+        const ref: IndexRef = { size: nChunks * 4096, chunkSize: 4096, fanout: 4, indexRoot: ZERO_DIGEST };
+        const base = await IndexTree.update(repo, ref, new Map(Array.from({ length: nChunks }, (_, i) => [i, dig((i % 97) + 1)] as [number, string])));
+        await repo.flush(); // base pages in packs: the prefetcher reads them through getIndexPages
+        const changes = new Map<number, string>();
+        for (const [i, v] of picks) if (i < nChunks) changes.set(i, dig(v * 1000 + 1));
+        const plain = await IndexTree.update(repo, { ...ref, indexRoot: base.root }, changes);
+        // Same changes through a prefetching writer, counting ranged reads of packs.
+        let ranged = 0;
+        const getRange = backend.getRange.bind(backend);
+        backend.getRange = (...a) => (ranged++, getRange(...a));
+        const w = new IndexWriter(repo, ref, base.root);
+        const order = [...changes.keys()].sort((a, b) => a - b);
+        w.prefetch(intervalsOf(order));
+        for (const i of order) await w.set(i, changes.get(i)!);
+        const pre = await w.finish();
+        backend.getRange = getRange;
+        assert.equal(pre.root, plain.root, 'prefetching changes nothing in the result');
+        const leaves = new Set(order.map((i) => Math.floor(i / 4))).size;
+        if (leaves > 20) assert.ok(ranged < leaves / 2, `${ranged} ranged reads for ${leaves} leaves`);
+        await repo.close();
+      },
+    ),
+    { seed: fcSeed(), numRuns: 25 },
+  );
+});
+
+test('IndexWriter.prefetch: a damaged base leaf fails the set that needs it, naming the page, its pack and offset', async () => {
+  const repo = await initRepo(new MemoryBackend());
+  const ref: IndexRef = { size: 64 * 4096, chunkSize: 4096, fanout: 4, indexRoot: ZERO_DIGEST };
+  const base = await IndexTree.update(repo, ref, new Map(Array.from({ length: 64 }, (_, i) => [i, dig(i + 1)] as [number, string])));
+  await repo.flush();
+  const tree = IndexTree.open(repo, { ...ref, indexRoot: base.root });
+  // The leaf holding chunk 40: walk the path to find its digest.
+  let leafDigest = '';
+  for await (const p of tree.pages()) if (p.level === 0 && p.first === 40) leafDigest = p.digest;
+  assert.ok(leafDigest);
+  const loc = await flipBlobByte(repo, 'index', leafDigest, 20);
+  const w = new IndexWriter(repo, ref, base.root);
+  w.prefetch([{ start: 1, end: 2 }, { start: 41, end: 42 }]);
+  await w.set(1, dig(500)); // an intact leaf
+  await assert.rejects(w.set(41, dig(501)), (e) => e instanceof CorruptObjectError && e.objectName === leafDigest && e.data.pack === loc.pack && e.data.offset === loc.offset);
+});
