@@ -307,10 +307,12 @@ export class IndexWriter {
     if (level === 0) {
       this.base.delete(`0:${pageNo}`);
       this.leafTaken = pageNo;
-    }
-    for (const k of this.base.keys()) {
-      const [l, n] = k.split(':').map(Number);
-      if (l === level && n < pageNo) this.base.delete(k);
+    } else {
+      // Parents the writer has passed (few: the prefetcher runs at most PREFETCH_AHEAD leaves ahead).
+      for (const k of this.base.keys()) {
+        if (!k.startsWith(`${level}:`)) continue;
+        if (Number(k.slice(k.indexOf(':') + 1)) < pageNo) this.base.delete(k);
+      }
     }
     const page: OpenPage = { pageNo, entries: (await base).slice(), dirty: false };
     this.open[level] = page;

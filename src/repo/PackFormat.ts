@@ -159,28 +159,55 @@ export function encodePackIndex(packs: ReadonlyArray<PackIndexPack>): Buffer {
   return buf;
 }
 
-/** Decode a pack index plaintext; a string describes what is wrong. */
-export function decodePackIndex(plain: Uint8Array): PackIndexPack[] | string {
+/**
+ * Receives one pack of a pack index plaintext from scanPackIndex: its id (hex), and its `count`
+ * entries, PACK_INDEX_ENTRY_SIZE bytes each from `buf[at]` (digest 32, kind 1, reserved 3, offset u32 LE,
+ * length u32 LE; the kinds already checked). `buf` is only valid during the call.
+ */
+export type PackIndexVisitor = (id: string, buf: Buffer, at: number, count: number) => void;
+
+/**
+ * Validate a pack index plaintext, then hand each of its packs to `visit` in order (pure; no object or
+ * string per entry). Returns a description of the first defect — and then visits nothing — or null.
+ * decodePackIndex is this plus one object per entry, so both give the same verdict on every input.
+ */
+export function scanPackIndex(plain: Uint8Array, visit: PackIndexVisitor): string | null {
   const buf = Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength);
   if (buf.length < PACK_INDEX_HEADER_SIZE || buf.readUInt32LE(0) !== PACK_INDEX_MAGIC) return 'pack index magic is not "TMPI"';
   if (buf[4] !== PACK_INDEX_VERSION) return `pack index version ${buf[4]} is not supported`;
   const packCount = buf.readUInt32LE(8);
-  const out: PackIndexPack[] = [];
   let o = PACK_INDEX_HEADER_SIZE;
   for (let i = 0; i < packCount; i++) {
     if (o + PACK_INDEX_PACK_SIZE > buf.length) return `pack index truncated in pack ${i}`;
-    const id = buf.subarray(o, o + 32).toString('hex');
     const count = buf.readUInt32LE(o + 32);
+    const start = o;
+    const id = (): string => buf.toString('hex', start, start + 32);
     o += PACK_INDEX_PACK_SIZE;
-    if (o + count * PACK_INDEX_ENTRY_SIZE > buf.length) return `pack index truncated in the entries of pack ${id}`;
-    const entries: PackEntry[] = [];
+    if (o + count * PACK_INDEX_ENTRY_SIZE > buf.length) return `pack index truncated in the entries of pack ${id()}`;
     for (let j = 0; j < count; j++, o += PACK_INDEX_ENTRY_SIZE) {
       const kind = buf[o + 32];
-      if (!isBlobKind(kind)) return `pack index entry ${j} of pack ${id} has kind ${kind}`;
-      entries.push({ digest: buf.subarray(o, o + 32).toString('hex'), kind, offset: buf.readUInt32LE(o + 36), length: buf.readUInt32LE(o + 40) });
+      if (!isBlobKind(kind)) return `pack index entry ${j} of pack ${id()} has kind ${kind}`;
     }
-    out.push({ id, entries });
   }
   if (o !== buf.length) return `pack index has ${buf.length - o} trailing bytes`;
-  return out;
+  o = PACK_INDEX_HEADER_SIZE;
+  for (let i = 0; i < packCount; i++) {
+    const count = buf.readUInt32LE(o + 32);
+    visit(buf.toString('hex', o, o + 32), buf, o + PACK_INDEX_PACK_SIZE, count);
+    o += PACK_INDEX_PACK_SIZE + count * PACK_INDEX_ENTRY_SIZE;
+  }
+  return null;
+}
+
+/** Decode a pack index plaintext; a string describes what is wrong (scanPackIndex's verdict). */
+export function decodePackIndex(plain: Uint8Array): PackIndexPack[] | string {
+  const out: PackIndexPack[] = [];
+  const bad = scanPackIndex(plain, (id, buf, at, count) => {
+    const entries: PackEntry[] = [];
+    for (let j = 0; j < count; j++, at += PACK_INDEX_ENTRY_SIZE) {
+      entries.push({ digest: buf.toString('hex', at, at + 32), kind: buf[at + 32] as BlobKind, offset: buf.readUInt32LE(at + 36), length: buf.readUInt32LE(at + 40) });
+    }
+    out.push({ id, entries });
+  });
+  return bad ?? out;
 }

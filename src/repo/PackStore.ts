@@ -1,7 +1,7 @@
 /**
  * PackStore: where chunks and index pages live in a format-2 repository — many blobs per pack file,
- * found through `packindex` objects. Owns the in-memory digest -> (pack, offset, length) map and the
- * pack being filled.
+ * found through `packindex` objects. Owns the in-memory (kind, digest) -> (pack, offset, length) table
+ * (a BlobIndex: compact, first location wins) and the pack being filled.
  *
  * Write path and the ordering it keeps (see docs/design.md, repo section, "Invariants"):
  *   add()   appends an encoded blob to the open pack (in memory; readable and deduplicated at once).
@@ -22,15 +22,13 @@
  */
 import type { Backend } from '../backend/Backend.js';
 import { ObjectNotFoundError } from '../backend/errors.js';
-import { ObjectKind, PACK_INDEX_EVERY_PACKS, PACK_INDEX_MAX_ENTRIES, PACK_TARGET_SIZE, PACK_UPLOADS } from './constants.js';
+import { ObjectKind, PACK_INDEX_ENTRY_SIZE, PACK_INDEX_EVERY_PACKS, PACK_INDEX_MAX_ENTRIES, PACK_TARGET_SIZE, PACK_UPLOADS } from './constants.js';
 import { CorruptObjectError } from './errors.js';
 import { decodeObject, encodeObject, objectDigest, type RepoKeys } from './ObjectCodec.js';
-import { decodePackIndex, encodePack, encodePackIndex, type BlobKind, type PackEntry, type PackIndexPack } from './PackFormat.js';
+import { BlobIndex, type BlobLocation } from './BlobIndex.js';
+import { decodePackIndex, encodePack, encodePackIndex, type BlobKind, type PackIndexPack } from './PackFormat.js';
 
-/** Where a blob is: its pack and its entry. */
-export interface BlobLocation extends PackEntry {
-  pack: string;
-}
+export type { BlobLocation } from './BlobIndex.js';
 
 /** A pack being stored; `claimed`: flush() already put it into a pack index (published after it). */
 interface Upload {
@@ -46,26 +44,20 @@ interface OpenBlob {
 }
 
 const key = (kind: BlobKind, digest: string): string => `${kind}${digest}`;
-/** Record a pack's entries in the maps (the first location of a blob wins). */
-function addPack(p: PackIndexPack, blobs: Map<string, BlobLocation>, packs: Map<string, BlobLocation[]>): void {
-  const list = packs.get(p.id) ?? [];
-  for (const e of p.entries) {
-    const loc: BlobLocation = { kind: e.kind, digest: e.digest, offset: e.offset, length: e.length, pack: p.id };
-    list.push(loc);
-    if (!blobs.has(key(e.kind, e.digest))) blobs.set(key(e.kind, e.digest), loc);
-  }
-  packs.set(p.id, list);
-}
+
+/** Pack index objects read at once while loading (hides per-object latency: open/read/close, a round trip). */
+const INDEX_READS = 8;
 
 /** Sequential reads fetch packs in 2 MiB windows and keep the last 8 (16 MiB). */
 const READ_WINDOW = 2 * 1024 * 1024;
 const READ_WINDOWS = 8;
 
 export class PackStore {
-  /** Blobs known to be stored durably and indexed (or in this process's durable, soon-indexed packs). */
-  private blobs = new Map<string, BlobLocation>();
-  /** Every indexed pack and its entries (as loaded + written by this process). */
-  private packs = new Map<string, BlobLocation[]>();
+  /**
+   * Blobs known to be stored durably and indexed (or in this process's durable, soon-indexed packs),
+   * and every indexed pack with its entries (as loaded + written by this process).
+   */
+  private index = new BlobIndex();
   /** Names of the pack index objects loaded. */
   private indexNames: string[] = [];
   /** Pack index objects that could not be read (their packs look unindexed). */
@@ -102,32 +94,55 @@ export class PackStore {
     return this.loaded;
   }
 
-  /** Load every pack index into fresh maps, then swap them in (readers never see a half-built map). */
-  private async load(): Promise<void> {
+  /**
+   * Load every pack index into a fresh table, then swap it in (readers never see a half-built table).
+   * `keepOwn`: also keep the packs this process added to the current table that the indexes listed do
+   * not name (stored since the listing); false for a reload, which keeps only what the indexes say.
+   */
+  private async load(keepOwn = true): Promise<void> {
     const gen = this.generation;
     const names: string[] = [];
     for await (const n of this.backend.list('packindex')) names.push(n);
-    const blobs = new Map<string, BlobLocation>();
-    const packs = new Map<string, BlobLocation[]>();
+    // Read them all first (a few at a time), then add them in listing order: their sizes bound the
+    // number of entries, so the table is allocated once.
+    const read: Array<{ name: string; plain: Buffer | null; error: CorruptObjectError | null } | null> = new Array(names.length).fill(null);
+    let bytes = 0;
+    let next = 0;
+    const reader = async (): Promise<void> => {
+      while (next < names.length) {
+        const i = next++;
+        try {
+          const plain = await this.readIndexPlain(names[i]);
+          read[i] = { name: names[i], plain, error: null };
+          bytes += plain.length;
+        } catch (err) {
+          if (err instanceof ObjectNotFoundError) continue; // removed by a prune meanwhile
+          if (!(err instanceof CorruptObjectError)) {
+            next = names.length; // the others stop too
+            throw err;
+          }
+          read[i] = { name: names[i], plain: null, error: err };
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(INDEX_READS, names.length) }, reader));
+    const index = new BlobIndex(Math.ceil(bytes / PACK_INDEX_ENTRY_SIZE));
     const indexNames: string[] = [];
     const problems: Array<{ name: string; error: Error }> = [];
-    for (const name of names) {
-      try {
-        const list = await this.readIndex(name);
-        indexNames.push(name);
-        for (const p of list) addPack(p, blobs, packs);
-      } catch (err) {
-        if (err instanceof ObjectNotFoundError) continue; // removed by a prune meanwhile
-        if (!(err instanceof CorruptObjectError)) throw err;
-        problems.push({ name, error: err });
-      }
+    for (const r of read) {
+      if (!r) continue;
+      const bad = r.plain ? index.addPackIndex(r.plain) : null;
+      r.plain = null; // garbage as soon as it is in the table
+      const error = r.error ?? (bad !== null ? new CorruptObjectError(this.backend.location, 'packindex', r.name, bad) : null);
+      if (error) problems.push({ name: r.name, error });
+      else indexNames.push(r.name);
     }
     if (gen !== this.generation) return;
     // Keep what this process added meanwhile (packs stored since the listing).
-    for (const [id, list] of this.packs) if (!packs.has(id)) addPack({ id, entries: list }, blobs, packs);
+    if (keepOwn) for (const id of this.index.packIds()) if (!index.hasPack(id)) index.copyPack(this.index, id);
     for (const n of this.indexNames) if (!indexNames.includes(n)) indexNames.push(n);
-    this.blobs = blobs;
-    this.packs = packs;
+    index.trim();
+    this.index = index;
     this.indexNames = indexNames;
     this.problems = problems;
     this.loadedAt = Date.now();
@@ -135,21 +150,20 @@ export class PackStore {
 
   /** Read and decode one pack index object. */
   async readIndex(name: string): Promise<PackIndexPack[]> {
-    const plain = decodeObject({ location: this.backend.location, type: 'packindex', name }, ObjectKind.packIndex, await this.backend.get('packindex', name), this.keys);
-    const packs = decodePackIndex(plain);
+    const packs = decodePackIndex(await this.readIndexPlain(name));
     if (typeof packs === 'string') throw new CorruptObjectError(this.backend.location, 'packindex', name, packs);
     return packs;
   }
 
-  private addPack(p: PackIndexPack): void {
-    addPack(p, this.blobs, this.packs);
+  /** The verified plaintext of one pack index object. */
+  private async readIndexPlain(name: string): Promise<Buffer> {
+    return decodeObject({ location: this.backend.location, type: 'packindex', name }, ObjectKind.packIndex, await this.backend.get('packindex', name), this.keys);
   }
 
   /** Drop everything known (after taking a lock, or after prune). Unflushed blobs are discarded. */
   reset(): void {
     this.generation++;
-    this.blobs = new Map();
-    this.packs = new Map();
+    this.index = new BlobIndex();
     this.indexNames = [];
     this.problems = [];
     this.loaded = null;
@@ -166,12 +180,12 @@ export class PackStore {
   /** Is the blob stored (or on its way, within this process)? Call ensureLoaded() first. */
   has(kind: BlobKind, digest: string): boolean {
     const k = key(kind, digest);
-    return this.pending.has(k) || this.blobs.has(k);
+    return this.pending.has(k) || this.index.has(kind, digest);
   }
 
   /** Where an indexed blob is (undefined: not indexed or not yet durable). */
   locate(kind: BlobKind, digest: string): BlobLocation | undefined {
-    return this.blobs.get(key(kind, digest));
+    return this.index.locate(kind, digest);
   }
 
   /** Pack index objects that failed to load (verify reports them, prune refuses to run). */
@@ -184,9 +198,13 @@ export class PackStore {
     return this.indexNames;
   }
 
-  /** Every indexed pack with its entries. */
+  /**
+   * Every indexed pack with its entries (duplicates included, in the order added). The lists are built
+   * on demand from the compact table (maintenance commands, not hot paths): the same arrays for repeated
+   * reads while held, until the table changes.
+   */
   get indexedPacks(): ReadonlyMap<string, readonly BlobLocation[]> {
-    return this.packs;
+    return this.index.packLists();
   }
 
   /**
@@ -194,7 +212,15 @@ export class PackStore {
    * Waits while too many packs are being stored. Throws an earlier upload's failure.
    */
   async add(kind: BlobKind, digest: string, bytes: Buffer): Promise<boolean> {
+    const gen = this.generation;
     await this.ensureLoaded();
+    // Every caller waits while too many packs are being stored (a backup has hundreds of chunks in
+    // flight: waiting only in the caller that sealed would let the others fill and seal more packs).
+    // From the last check to the seal below nothing awaits, so at most PACK_UPLOADS + 1 are stored at once.
+    while (this.uploads.size > PACK_UPLOADS) await Promise.race(this.uploads);
+    // A reset meanwhile (the backup failed and aborted, or a lock was retaken): this blob belonged to
+    // what was dropped and must not leak into the new state.
+    if (gen !== this.generation) throw new Error('the pack store was reset while this blob waited (the backup was aborted)');
     if (this.failure) throw this.failure;
     if (this.has(kind, digest)) return false;
     const blob: OpenBlob = { kind, digest, bytes };
@@ -220,11 +246,11 @@ export class PackStore {
     const k = key(kind, digest);
     const p = this.pending.get(k);
     if (p) return { bytes: p.bytes, where: null };
-    let loc = this.blobs.get(k);
+    let loc = this.index.locate(kind, digest);
     if (!loc && Date.now() - this.loadedAt > 1000) {
       // Written by another process since we loaded the index (a long-lived reader): reload once.
       await this.reload();
-      loc = this.blobs.get(k);
+      loc = this.index.locate(kind, digest);
     }
     if (!loc) return null;
     try {
@@ -234,7 +260,7 @@ export class PackStore {
       // blob into a new pack and removed the old one: reload the pack indexes once and retry.
       if (!(err instanceof ObjectNotFoundError) || this.pending.size > 0 || this.uploads.size > 0) throw err;
       await this.reload();
-      const again = this.blobs.get(k);
+      const again = this.index.locate(kind, digest);
       if (!again || (again.pack === loc.pack && again.offset === loc.offset)) throw err;
       return this.readAt(again, sequential);
     }
@@ -300,10 +326,9 @@ export class PackStore {
   private reload(): Promise<void> {
     if (this.pending.size > 0 || this.uploads.size > 0 || this.unindexed.length > 0) return Promise.resolve();
     this.reloading ??= (async () => {
-      // Not reset(): concurrent readers keep using the current map until the new one is swapped in.
-      this.packs = new Map(); // re-read: load() keeps only what the backend's indexes say
+      // Not reset(): concurrent readers keep using the current table until the new one is swapped in.
       this.indexNames = [];
-      const p = this.load();
+      const p = this.load(false); // re-read: keep only what the backend's indexes say
       this.loaded = p;
       await p;
     })().finally(() => (this.reloading = null));
@@ -349,7 +374,7 @@ export class PackStore {
     if (gen !== this.generation) return;
     this.packsWritten++;
     this.packBytesWritten += size;
-    this.addPack(upload.pack);
+    this.index.addPack(upload.pack);
     for (const b of blobs) this.pending.delete(key(b.kind, b.digest));
     if (upload.claimed) return;
     this.unindexed.push(upload.pack);

@@ -58,8 +58,8 @@ export interface DiskBackupResult {
   stats: BackupStats;
 }
 
-/** Chunks in flight by default (2 MiB at 32 KiB chunks). */
-export const DEFAULT_BACKUP_CONCURRENCY = 64;
+/** Chunks in flight by default (8 MiB at 32 KiB chunks: ~80 scattered reads of an incremental at once). */
+export const DEFAULT_BACKUP_CONCURRENCY = 256;
 /** Largest read: this many chunks (1 MiB at 32 KiB chunks). */
 export const READ_UNIT_CHUNKS = 32;
 
@@ -129,6 +129,7 @@ export async function backupDevice(repo: Repository, device: BlockDevice, opts: 
         queue.push({ index, p });
       }
       while (queue.length >= concurrency) {
+        if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('backup aborted');
         const head = queue.shift()!;
         await writer.set(head.index, await head.p);
         progress.chunksDone++;
@@ -136,6 +137,7 @@ export async function backupDevice(repo: Repository, device: BlockDevice, opts: 
       }
     }
     while (queue.length > 0) {
+      if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('backup aborted');
       const head = queue.shift()!;
       await writer.set(head.index, await head.p);
       progress.chunksDone++;

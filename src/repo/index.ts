@@ -16,4 +16,5 @@ export { ZERO_DIGEST, DEFAULT_CHUNK_SIZE, DEFAULT_FANOUT } from './constants.js'
 export * from './errors.js';
 export { openRepositoryAt, readPassphrase, type PassphraseSource } from './openRepositoryAt.js';
 export { PackStore, type BlobLocation } from './PackStore.js';
-export { encodePackTail, decodePack, encodePackIndex, decodePackIndex, packId, type PackEntry, type PackIndexPack, type BlobKind } from './PackFormat.js';
+export { encodePackTail, decodePack, encodePackIndex, decodePackIndex, scanPackIndex, packId, type PackEntry, type PackIndexPack, type PackIndexVisitor, type BlobKind } from './PackFormat.js';
+export { BlobIndex } from './BlobIndex.js';

@@ -153,7 +153,14 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
 
     // Plan: young packs keep everything; each referenced blob is kept once, preferring the packs with
     // the largest live fraction; a pack with no kept blob is deleted, one with too much garbage repacked.
-    const indexed = [...store.indexedPacks].filter(([id]) => stored.has(id));
+    // A pack named by several pack indexes (a flush racing a seal, a crash between a pack and its
+    // index) is listed with its entries repeated: one entry per (kind, digest, offset) is the pack.
+    // Counted twice, its blobs would look half garbage and the pack would be "repacked" into an
+    // identical pack (same id: put keeps the existing one) and then deleted with the live blobs.
+    const indexed = [...store.indexedPacks].filter(([id]) => stored.has(id)).map(([id, entries]): [string, readonly BlobLocation[]] => {
+      const seen = new Set<string>();
+      return [id, entries.filter((e) => !seen.has(`${e.kind}:${e.digest}:${e.offset}`) && !!seen.add(`${e.kind}:${e.digest}:${e.offset}`))];
+    });
     const kept = new Set<string>();
     const blobKey = (e: PackEntry): string => `${e.kind}${e.digest}`;
     const young = (id: string): boolean => now - stored.get(id)!.mtimeMs < grace;
@@ -251,7 +258,9 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
         newIndexes.add(await store.putIndex(part));
       }
       for (const name of oldIndexes) if (!newIndexes.has(name)) await repo.backend.remove('packindex', name);
+      const written = new Set(newPacks.map((p) => p.id));
       for (const id of [...deletePacks, ...repack.map((r) => r.id), ...unindexed]) {
+        if (written.has(id)) continue; // a repack that produced the very same pack: it is the new one
         result.bytesFreed += stored.get(id)!.size;
         result.removedPacks++;
         await repo.backend.remove('packs', id);

@@ -212,6 +212,35 @@ test('prune repacks partly-dead packs, drops dead and unindexed old packs, keeps
   assert.equal(await deviceHash(out2), h2);
 });
 
+test('prune: a pack named by two pack indexes is one pack — never "repacked" into itself and deleted', async () => {
+  let now = Date.now();
+  const mem = new MemoryBackend({ clock: () => now });
+  const repo = await initRepo(mem, { chunkSize: 4096, fanout: 16, packSize: 64 * KiB });
+  const dev = new MemoryDevice(MiB);
+  await dev.write(0, randomBytes(256 * KiB));
+  const s1 = await runBackup(repo, { source: { id: 'v', name: 'v' }, disks: [{ name: 'd', device: dev }] });
+  const h1 = await deviceHash(dev);
+  // Index every pack a second time (what a crash between a pack and its index, or a flush racing a
+  // seal, leaves behind): each pack is then listed with its entries twice.
+  const store = new PackStore(mem, repo.objectKeys);
+  await store.ensureLoaded();
+  const packs = [...store.indexedPacks].map(([id, entries]) => ({ id, entries: entries.map(({ kind, digest, offset, length }) => ({ kind, digest, offset, length })) }));
+  await store.putIndex(packs);
+  const reloaded = new PackStore(mem, repo.objectKeys);
+  await reloaded.ensureLoaded();
+  const [, twice] = [...reloaded.indexedPacks][0];
+  assert.equal(twice.length, 2 * packs[0].entries.length, 'the pack is listed twice');
+  now += 3 * 3600_000;
+  const r = await prune(repo, { repackUnused: 0, now });
+  assert.equal(r.removedChunks + r.removedPages, 0, JSON.stringify(r));
+  assert.equal(r.repackedPacks, 0, 'nothing to repack: no blob is garbage');
+  for (const p of packs) assert.ok(await mem.has('packs', p.id), `pack ${p.id.slice(0, 8)} kept`);
+  assert.equal((await verifyRepository(repo, { readData: true })).ok, true);
+  const out = new MemoryDevice(MiB);
+  await restoreDevice(repo, s1.disks[0], out);
+  assert.equal(await deviceHash(out), h1);
+});
+
 test('prune refuses to run when a pack index is unreadable (its packs would look unindexed)', async () => {
   const mem = new MemoryBackend();
   const repo = await initRepo(mem, { chunkSize: 4096 });
