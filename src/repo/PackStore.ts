@@ -377,6 +377,9 @@ export class PackStore {
     this.index.addPack(upload.pack);
     for (const b of blobs) this.pending.delete(key(b.kind, b.digest));
     if (upload.claimed) return;
+    // Queued for the next index now: a flush that runs before this upload leaves `uploading` (it does
+    // once this resolves) must not claim it too, or the pack would be named by two pack indexes.
+    upload.claimed = true;
     this.unindexed.push(upload.pack);
     if (this.unindexed.length >= PACK_INDEX_EVERY_PACKS) await this.writeIndex();
   }

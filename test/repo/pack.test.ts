@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import type { Backend, ObjectType } from '../../src/backend/Backend.js';
+import { LocalBackend } from '../../src/backend/LocalBackend.js';
 import { MemoryBackend } from '../../src/backend/MemoryBackend.js';
 import { MemoryDevice } from '../../src/blockdev/MemoryDevice.js';
 import { ObjectKind } from '../../src/repo/constants.js';
@@ -20,7 +21,7 @@ import { Repository } from '../../src/repo/Repository.js';
 import { restoreDevice } from '../../src/repo/restoreDevice.js';
 import { runBackup } from '../../src/repo/runBackup.js';
 import { verifyRepository } from '../../src/repo/verifyRepository.js';
-import { fcSeed } from '../helpers/tools.js';
+import { fcSeed, tempDir } from '../helpers/tools.js';
 import { deviceHash, initRepo, objectNames } from './helpers.js';
 
 const KiB = 1024;
@@ -133,10 +134,15 @@ test('write ordering: every pack is durable and indexed before the manifest that
   const store = new PackStore(mem, null);
   await store.ensureLoaded();
   for (const id of packs) assert.ok(store.indexedPacks.has(id), `pack ${id} is indexed`);
+  const namedBy = new Map<string, number>();
   for (const ix of before.filter((e) => e.type === 'packindex')) {
     const at = before.indexOf(ix);
-    for (const p of await store.readIndex(ix.name)) assert.ok(before.findIndex((e) => e.type === 'packs' && e.name === p.id) < at, 'a pack index follows its packs');
+    for (const p of await store.readIndex(ix.name)) {
+      assert.ok(before.findIndex((e) => e.type === 'packs' && e.name === p.id) < at, 'a pack index follows its packs');
+      namedBy.set(p.id, (namedBy.get(p.id) ?? 0) + 1);
+    }
   }
+  for (const id of packs) assert.equal(namedBy.get(id), 1, `pack ${id.slice(0, 8)} is named by exactly one pack index`);
   assert.ok(stats.maxActivePacks <= 3, `at most PACK_UPLOADS + 1 packs in flight (saw ${stats.maxActivePacks})`);
   const out = new MemoryDevice(4 * MiB);
   await restoreDevice(repo, s1.disks[0], out);
@@ -210,6 +216,24 @@ test('prune repacks partly-dead packs, drops dead and unindexed old packs, keeps
   const out2 = new MemoryDevice(2 * MiB);
   await restoreDevice(reopened, s2.disks[0], out2);
   assert.equal(await deviceHash(out2), h2);
+});
+
+test('a pack made durable while the final flush runs is named by one pack index, not two (LocalBackend)', async (t) => {
+  // Real fsyncs make uploads finish while flush() claims what is still uploading: a pack already
+  // queued for the next index must not be claimed again.
+  for (let round = 0; round < 3; round++) {
+    const backend = new LocalBackend(await tempDir(t));
+    const repo = await initRepo(backend, { chunkSize: 16 * KiB, fanout: 8, packSize: 64 * KiB });
+    const dev = new MemoryDevice(2 * MiB);
+    await dev.write(0, randomBytes(MiB));
+    await runBackup(repo, { source: { id: 'v', name: 'v' }, disks: [{ name: 'd', device: dev }] });
+    const store = new PackStore(backend, null);
+    await store.ensureLoaded();
+    const namedBy = new Map<string, number>();
+    for (const ix of store.indexObjects) for (const p of await store.readIndex(ix)) namedBy.set(p.id, (namedBy.get(p.id) ?? 0) + 1);
+    for (const [id, n] of namedBy) assert.equal(n, 1, `round ${round}: pack ${id.slice(0, 8)} is named by ${n} pack indexes`);
+    assert.ok(namedBy.size >= 16, `${namedBy.size} packs`);
+  }
 });
 
 test('prune: a pack named by two pack indexes is one pack — never "repacked" into itself and deleted', async () => {
