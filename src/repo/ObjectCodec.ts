@@ -57,31 +57,74 @@ export function objectDigest(plain: Uint8Array, keys?: RepoKeys | null): string 
 
 const oneShotHash = (crypto as { hash?: (algorithm: string, data: Uint8Array, encoding: 'hex') => string }).hash;
 
+/** Objects at least this large are probed: their first PROBE_BYTES are compressed first. */
+const PROBE_FROM = 16 * 1024;
+const PROBE_BYTES = 4096;
+/** A probe that saves less than this fraction: the object is taken as incompressible and stored. */
+const PROBE_MIN_SAVING = 0.03;
+let probeScratch: Buffer | null = null;
+
+/**
+ * zstd-compress `plain` into `into` (room for less than plain.length bytes: "only if it gets smaller");
+ * resolves the compressed length, or -1 to store it as is. Large objects are probed first: when their
+ * first 4 KiB do not shrink by 3%, the rest is not tried (random or already-compressed data — a third
+ * of a VM image's changed chunks, often more — costs a tenth of a full attempt; measured 10 vs 72 µs
+ * per 32 KiB chunk).
+ */
+function compressBody(plain: Uint8Array, level: number, into: Uint8Array): number {
+  if (!zstd || plain.length < 64) return -1;
+  if (plain.length >= PROBE_FROM) {
+    probeScratch ??= Buffer.allocUnsafe(zstd.compressBound(PROBE_BYTES));
+    if (zstd.compressInto(probeScratch, plain.subarray(0, PROBE_BYTES), level) > PROBE_BYTES * (1 - PROBE_MIN_SAVING)) return -1;
+  }
+  try {
+    return zstd.compressInto(into, plain, level);
+  } catch {
+    return -1; // it would not get smaller
+  }
+}
+
 export function encodeObject(kind: ObjectKind, plain: Uint8Array, opts: EncodeOptions = {}): Buffer {
   if (plain.length > MAX_OBJECT_PLAIN) throw new RangeError(`object of ${plain.length} bytes exceeds ${MAX_OBJECT_PLAIN}`);
-  let flags = 0;
+  const level = opts.zstdLevel ?? 0;
+  const header = (flags: number, bodyLength: number, into = Buffer.allocUnsafe(OBJECT_HEADER_SIZE)): Buffer => {
+    into.writeUInt32LE(OBJECT_MAGIC, 0);
+    into[4] = OBJECT_VERSION;
+    into[5] = kind;
+    into[6] = flags;
+    into[7] = 0;
+    into.writeUInt32LE(plain.length, 8);
+    into.writeUInt32LE(bodyLength, 12);
+    return into;
+  };
+  if (!opts.keys) {
+    // One buffer: header, then the compressed body written in place, or the plaintext.
+    const out = Buffer.allocUnsafe(OBJECT_HEADER_SIZE + plain.length);
+    const n = level ? compressBody(plain, level, out.subarray(OBJECT_HEADER_SIZE, OBJECT_HEADER_SIZE + plain.length - 1)) : -1;
+    if (n < 0) {
+      out.set(plain, OBJECT_HEADER_SIZE);
+      return header(0, plain.length, out);
+    }
+    header(FLAG_ZSTD, n, out);
+    // A small result is copied out: the pack keeps the blob until it is durable.
+    return n < plain.length / 2 ? Buffer.from(out.subarray(0, OBJECT_HEADER_SIZE + n)) : out.subarray(0, OBJECT_HEADER_SIZE + n);
+  }
+  let flags = FLAG_AES_GCM;
   let body: Uint8Array = plain;
-  if (zstd && opts.zstdLevel && plain.length >= 64) {
-    const c = zstd.compress(plain, { compressionLevel: opts.zstdLevel });
-    if (c.length < plain.length) {
-      body = c;
+  if (level) {
+    const scratch = Buffer.allocUnsafe(Math.max(0, plain.length - 1));
+    const n = compressBody(plain, level, scratch);
+    if (n >= 0) {
+      body = scratch.subarray(0, n);
       flags |= FLAG_ZSTD;
     }
   }
-  if (opts.keys) flags |= FLAG_AES_GCM;
-  const header = Buffer.alloc(OBJECT_HEADER_SIZE);
-  header.writeUInt32LE(OBJECT_MAGIC, 0);
-  header[4] = OBJECT_VERSION;
-  header[5] = kind;
-  header[6] = flags;
-  header.writeUInt32LE(plain.length, 8);
-  header.writeUInt32LE(body.length, 12);
-  if (!opts.keys) return Buffer.concat([header, body]);
+  const head = header(flags, body.length);
   const nonce = randomBytes(GCM_NONCE_SIZE);
   const cipher = createCipheriv('aes-256-gcm', opts.keys.encKey, nonce);
-  cipher.setAAD(header);
+  cipher.setAAD(head);
   const ct = Buffer.concat([cipher.update(body), cipher.final()]);
-  return Buffer.concat([header, nonce, ct, cipher.getAuthTag()]);
+  return Buffer.concat([head, nonce, ct, cipher.getAuthTag()]);
 }
 
 /**

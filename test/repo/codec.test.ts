@@ -89,3 +89,25 @@ test('index page codec: round trip, trailing zeros trimmed, validation', () => {
   assert.match(String(decodeIndexPage(bad, 2, 8)), /magic/);
   assert.equal(encodeIndexPage({ level: 0, entries: [ZERO_DIGEST, ZERO_DIGEST] }).length, 16);
 });
+
+test('compression: compressible chunks shrink, incompressible ones are stored (probed by their first 4 KiB), both round-trip', () => {
+  const keysets: Array<RepoKeys | null> = [null, { encKey: randomBytes(32), idKey: randomBytes(32) }];
+  const text = Buffer.from('the quick brown fox jumps over the lazy dog 0123456789\n'.repeat(700)).subarray(0, 32768);
+  const random = randomBytes(32768);
+  const randomHead = Buffer.concat([randomBytes(4096), Buffer.alloc(28672, 'a')]); // probe says no
+  const textHead = Buffer.concat([Buffer.alloc(4096, 'b'), randomBytes(28672)]); // probe says yes: the whole is tried
+  for (const keys of keysets) {
+    const flags = (plain: Buffer): number => encodeObject(ObjectKind.chunk, plain, { keys, zstdLevel: 3 })[6];
+    assert.equal(flags(text) & 1, 1, 'text is compressed');
+    assert.ok(encodeObject(ObjectKind.chunk, text, { keys, zstdLevel: 3 }).length < 2000, 'and small');
+    assert.equal(flags(random) & 1, 0, 'random data is stored');
+    assert.equal(flags(randomHead) & 1, 0, 'a chunk whose first 4 KiB are random is stored (the probe decides)');
+    assert.equal(flags(Buffer.alloc(8000, 'c')) & 1, 1, 'small objects are not probed');
+    for (const plain of [text, random, randomHead, textHead, Buffer.alloc(100, 7), Buffer.alloc(0)]) {
+      const bytes = encodeObject(ObjectKind.chunk, plain, { keys, zstdLevel: 3 });
+      const name = objectDigest(plain, keys);
+      assert.ok(decodeObject({ location: 't', type: 'chunks', name }, ObjectKind.chunk, bytes, keys).equals(plain));
+      if (!keys) assert.ok(bytes.length <= plain.length + 16, 'never larger than stored');
+    }
+  }
+});
