@@ -6,7 +6,8 @@
  * 1. Refuse a disk served by a running `tidemark serve` (DiskServedError): its tracker answers on the
  *    control socket, but its content cannot be read as one point in time from here.
  * 2. Lock the disk exclusively (DiskLock: no writer can start while we read), enable tracking if it is
- *    off (so the next run is incremental), open the disk read-only and its tracker in "meta" mode.
+ *    off (so the next run is incremental; at the repository's chunk size, not RCT's default block size),
+ *    open the disk read-only and its tracker in "meta" mode.
  * 3. Seal a new RCT ID *before* reading: everything written after it belongs to the next generation.
  * 4. Pick the mode:
  *    - `full`: no earlier snapshot of this disk (same source id = absolute path) — read every allocated
@@ -29,6 +30,7 @@ import { NotFoundError } from '../errors.js';
 import { ChangeTracker } from '../rct/ChangeTracker.js';
 import { controlClient } from '../rct/control.js';
 import { enableTracking } from '../rct/enableTracking.js';
+import { MIN_BLOCK_SIZE as MIN_TRACKING_BLOCK } from '../rct/constants.js';
 import { TrackingInvalidError, TrackingNotEnabledError, UnknownRctIdError } from '../rct/errors.js';
 import { isTrackingEnabled } from '../rct/openTrackedDisk.js';
 import type { Range } from '../rct/Range.js';
@@ -130,7 +132,10 @@ export async function backupDisk(repo: Repository, diskPath: string, opts: Backu
   try {
     let trackingEnabled = false;
     if (!(await isTrackingEnabled(path))) {
-      await enableTracking(path);
+      // Track at the repository's chunk size, so the next incremental reads exactly the chunks a write
+      // touched (RCT's default 64 KiB blocks make a 64 KiB write at a 4 KiB offset report 128 KiB = 4
+      // chunks instead of 2-3). Disks tracked before keep their granularity.
+      await enableTracking(path, { blockSize: Math.max(repo.config.chunkSize, MIN_TRACKING_BLOCK) });
       trackingEnabled = true;
     }
     dev = await openDisk(path, { readOnly: true });

@@ -53,7 +53,12 @@ export function rng(seed: number): () => number {
  * Write `count` random buffers at random offsets through Tidemark (lock + tracked open), as a guest
  * would. Returns the set of 64 KiB blocks touched (RCT's default granularity).
  */
-export async function trackedWrites(path: string, size: number, count: number, next: () => number): Promise<Set<number>> {
+/**
+ * `count` random writes through change tracking; resolves the tracking blocks they touched, numbered at
+ * `blockSize` (default 32 KiB: the granularity `tidemark backup` enables tracking with, the repository's
+ * chunk size).
+ */
+export async function trackedWrites(path: string, size: number, count: number, next: () => number, blockSize = TRACKING_BLOCK): Promise<Set<number>> {
   const lock = await DiskLock.acquire(path, { exclusive: true, holder: 'test writer' });
   const dev = await openTrackedDisk(path);
   const blocks = new Set<number>();
@@ -62,7 +67,7 @@ export async function trackedWrites(path: string, size: number, count: number, n
       const len = 1 + Math.floor(next() * 100_000);
       const off = Math.floor(next() * (size - len));
       await dev.write(off, randomBytes(len));
-      for (let b = Math.floor(off / 65536); b <= Math.floor((off + len - 1) / 65536); b++) blocks.add(b);
+      for (let b = Math.floor(off / blockSize); b <= Math.floor((off + len - 1) / blockSize); b++) blocks.add(b);
     }
   } finally {
     await dev.close();
@@ -70,6 +75,9 @@ export async function trackedWrites(path: string, size: number, count: number, n
   }
   return blocks;
 }
+
+/** The tracking granularity `tidemark backup` enables on an untracked disk (the default repository chunk size). */
+export const TRACKING_BLOCK = 32 * 1024;
 
 export interface BackupJson {
   snapshot: string;

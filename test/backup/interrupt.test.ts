@@ -66,8 +66,8 @@ test('SIGTERM mid-backup stops cleanly: exit 130, no snapshot, no lock, the new 
   const repo = join(home, 'repo');
   const disk = join(dir, 'disk.raw');
   const fh = await open(disk, 'w');
-  await fh.truncate(32 * MiB);
-  for (let off = 0; off < 24 * MiB; off += 4 * MiB) await fh.write(randomBytes(4 * MiB), 0, 4 * MiB, off);
+  await fh.truncate(160 * MiB);
+  for (let off = 0; off < 128 * MiB; off += 4 * MiB) await fh.write(randomBytes(4 * MiB), 0, 4 * MiB, off); // long enough to be interrupted
   await fh.close();
   const p = cliSpawn(home, ['backup', disk]);
   let stderr = '';

@@ -4,7 +4,7 @@ import { open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { tempDir } from '../helpers/tools.js';
-import { cli, cliJson, cliSpawn, rng, sha256File, trackedWrites, type BackupJson } from './helpers.js';
+import { cli, cliJson, cliSpawn, rng, sha256File, trackedWrites, TRACKING_BLOCK, type BackupJson } from './helpers.js';
 
 const MiB = 1 << 20;
 
@@ -43,7 +43,7 @@ test('tracking invalidated by an outside write or removed: full-scan with the ri
   const blocks = await trackedWrites(disk, size, 3, rng(3));
   const inc = cliJson<BackupJson>(home, ['backup', disk]);
   assert.equal(inc.mode, 'incremental');
-  assert.equal(inc.bytesRead, blocks.size * 65536);
+  assert.equal(inc.bytesRead, blocks.size * TRACKING_BLOCK);
 
   // Tracking files removed: the next backup re-enables tracking and full-scans.
   await rm(`${disk}.rct`);
@@ -73,7 +73,7 @@ test('restore --in-place: via change tracking since the latest snapshot, else by
   const rb = cliJson<{ method: string; bytesRead: number; bytesWritten: number; chunksWritten: number }>(home, ['restore', first.snapshot, '--in-place', disk]);
   assert.equal(rb.method, 'rct');
   assert.equal(rb.bytesRead, 0);
-  assert.ok(rb.bytesWritten <= blocks.size * 65536);
+  assert.ok(rb.bytesWritten <= blocks.size * TRACKING_BLOCK);
   assert.equal(await sha256File(disk), h0, 'the disk is back to the snapshot');
 
   // The rollback's writes were tracked: the next backup is incremental and matches the snapshot's index.

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { tempDir } from '../helpers/tools.js';
-import { cli, cliJson, rng, trackedWrites, type BackupJson } from './helpers.js';
+import { cli, cliJson, rng, trackedWrites, TRACKING_BLOCK, type BackupJson } from './helpers.js';
 
 const MiB = 1 << 20;
 
@@ -22,7 +22,7 @@ test('a VHDX disk: full, incremental through tracking, restore compares equal; t
   const blocks = await trackedWrites(disk, size, 4, rng(6));
   const inc = cliJson<BackupJson>(home, ['backup', disk]);
   assert.equal(inc.mode, 'incremental', inc.reason);
-  assert.equal(inc.bytesRead, blocks.size * 65536);
+  assert.equal(inc.bytesRead, blocks.size * TRACKING_BLOCK);
   const r2 = join(dir, 'r2.vhdx');
   cliJson(home, ['restore', inc.snapshot, '--to', r2]);
   assert.equal(cli(home, ['disk', 'compare', r2, disk]).status, 0);
