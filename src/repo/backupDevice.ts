@@ -58,8 +58,8 @@ export interface DiskBackupResult {
   stats: BackupStats;
 }
 
-/** Chunks in flight by default (8 MiB at 32 KiB chunks: ~80 scattered reads of an incremental at once). */
-export const DEFAULT_BACKUP_CONCURRENCY = 256;
+/** Chunks in flight by default (32 MiB at 32 KiB chunks: ~350 scattered reads of an incremental at once). */
+export const DEFAULT_BACKUP_CONCURRENCY = 1024;
 /** Largest read: this many chunks (1 MiB at 32 KiB chunks). */
 export const READ_UNIT_CHUNKS = 32;
 
