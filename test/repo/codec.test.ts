@@ -101,7 +101,9 @@ test('compression: compressible chunks shrink, incompressible ones are stored (p
     assert.equal(flags(text) & 1, 1, 'text is compressed');
     assert.ok(encodeObject(ObjectKind.chunk, text, { keys, zstdLevel: 3 }).length < 2000, 'and small');
     assert.equal(flags(random) & 1, 0, 'random data is stored');
-    assert.equal(flags(randomHead) & 1, 0, 'a chunk whose first 4 KiB are random is stored (the probe decides)');
+    assert.equal(flags(randomHead) & 1, 1, 'random at its head, text at its tail: the tail probe finds it compressible');
+    const randomEnds = Buffer.concat([randomBytes(4096), Buffer.alloc(24576, 'a'), randomBytes(4096)]);
+    assert.equal(flags(randomEnds) & 1, 0, 'random at both ends: stored without trying the middle (the probes decide)');
     assert.equal(flags(Buffer.alloc(8000, 'c')) & 1, 1, 'small objects are not probed');
     for (const plain of [text, random, randomHead, textHead, Buffer.alloc(100, 7), Buffer.alloc(0)]) {
       const bytes = encodeObject(ObjectKind.chunk, plain, { keys, zstdLevel: 3 });
