@@ -34,7 +34,9 @@ export function run(cmd: string, args: string[], opts: { allowFail?: boolean; in
 /** A temporary directory removed when the test ends. */
 export async function tempDir(t: TestContext, prefix = 'tidemark-'): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  // Retries: a process the test started (a VM runner being killed by a later hook) may still create a
+  // file in the tree while it is removed (ENOTEMPTY); fs.rm retries that.
+  t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }));
   return dir;
 }
 
