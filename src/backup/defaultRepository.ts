@@ -23,7 +23,7 @@ export function defaultRepositoryPath(env: NodeJS.ProcessEnv = process.env): str
  * passphrase) is reported as the repository layer reports it. The passphrase is asked for only when the
  * repository is encrypted.
  */
-export async function openOrCreateRepository(path: string | undefined, opts: PassphraseSource & { create?: boolean; onCreated?: (path: string) => void } = {}): Promise<Repository> {
+export async function openOrCreateRepository(path: string | undefined, opts: PassphraseSource & { create?: boolean; onCreated?: (path: string) => void; workers?: number } = {}): Promise<Repository> {
   const dir = resolve(path ?? defaultRepositoryPath(opts.env));
   const exists = await stat(join(dir, 'config', 'config')).then(() => true, () => false);
   const local = new LocalBackend(dir);
@@ -31,7 +31,7 @@ export async function openOrCreateRepository(path: string | undefined, opts: Pas
   // 0.7x-1.3x of the plain backend (bench/backup.ts); pack files are the real fix.
   const backend = local;
   if (!exists && opts.create) {
-    const repo = await Repository.init(backend, {});
+    const repo = await Repository.init(backend, { workers: opts.workers });
     opts.onCreated?.(dir);
     return repo;
   }
@@ -42,5 +42,5 @@ export async function openOrCreateRepository(path: string | undefined, opts: Pas
   } catch {
     // Repository.open reports a missing or bad config precisely.
   }
-  return Repository.open(backend, { passphrase: encrypted ? await readPassphrase(opts) : undefined });
+  return Repository.open(backend, { passphrase: encrypted ? await readPassphrase(opts) : undefined, workers: opts.workers });
 }

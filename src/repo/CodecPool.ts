@@ -3,9 +3,19 @@
  * hashing/zstd run on other cores while the main thread does I/O. Jobs go to the least busy worker.
  * Whether it pays depends on cores: see bench/repo.ts and docs/design.md (repo section) ("worker threads").
  */
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { DecodeBlobsResult, WindowBlob } from './decodeBlobs.js';
 import type { RepoKeys } from './ObjectCodec.js';
+
+/**
+ * Codec workers a backup uses unless told otherwise: one per core beyond the first, at most 4; none on
+ * 2 cores, where hashing and compressing inline measured as fast as one worker (the second core is
+ * busy with the kernel's I/O; see docs/design.md "Packs: measured").
+ */
+export function defaultCodecWorkers(cores = availableParallelism()): number {
+  return cores > 2 ? Math.min(4, cores - 1) : 0;
+}
 
 interface Pending {
   resolve: (r: { digest: string; bytes: Buffer } | DecodeBlobsResult) => void;

@@ -115,3 +115,35 @@ test('backup of a missing disk and restore of an unknown snapshot fail clearly',
   const both = cli(home, ['restore', 'abcdef12']);
   assert.equal(both.status, 2);
 });
+
+test('--workers: chunks hashed and compressed on worker threads give the same restore points as inline; bad values are usage errors', async (t) => {
+  const dir = await tempDir(t);
+  const disk = join(dir, 'disk.raw');
+  const size = 16 * MiB;
+  const fh = await open(disk, 'w');
+  await fh.truncate(size);
+  await fh.write(randomBytes(2 * MiB), 0, 2 * MiB, 0);
+  await fh.write(Buffer.alloc(2 * MiB, 'compressible text '), 0, 2 * MiB, 6 * MiB);
+  await fh.close();
+  const pooled = join(dir, 'pooled');
+  const inline = join(dir, 'inline');
+  const a = cliJson<BackupJson>(pooled, ['backup', disk, '--workers', '2']);
+  const b = cliJson<BackupJson>(inline, ['backup', disk, '--workers', '0']);
+  assert.equal(a.chunksNew, b.chunksNew);
+  assert.equal(a.bytesStored, b.bytesStored, 'the same blobs, byte for byte (compression is deterministic)');
+  const blocks = await trackedWrites(disk, size, 5, rng(21));
+  const inc = cliJson<BackupJson>(pooled, ['backup', disk, '--workers', '2']);
+  assert.equal(inc.mode, 'incremental');
+  assert.equal(inc.bytesRead, blocks.size * TRACKING_BLOCK);
+  const out = join(dir, 'r.raw');
+  cliJson(pooled, ['restore', inc.snapshot, '--to', out]);
+  assert.equal(await sha256File(out), await sha256File(disk));
+  const bad = cli(inline, ['backup', disk, '--workers', '-1']);
+  assert.equal(bad.status, 2, bad.stderr);
+  assert.match(bad.stderr, /--workers -1: give a whole number/);
+});
+
+test('defaultCodecWorkers: none on 1-2 cores, one per extra core up to 4', async () => {
+  const { defaultCodecWorkers } = await import('../../src/repo/CodecPool.js');
+  assert.deepEqual([1, 2, 3, 4, 8, 64].map((c) => defaultCodecWorkers(c)), [0, 0, 2, 3, 4, 4]);
+});
