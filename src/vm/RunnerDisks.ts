@@ -158,17 +158,30 @@ export class RunnerDisks {
                 if (old) await cur.device.drop(old).catch(() => undefined);
               }
               await closeServedFile(cur, { keepLock: true });
+              let next: Awaited<ReturnType<typeof openServedFile>> | undefined;
+              let parentLockDropped = false;
               try {
                 await createDisk(r.child, { parent: cur.path });
-                const next = await openServedFile(r.child, { holder: HOLDER });
+                next = await openServedFile(r.child, { holder: HOLDER });
                 await cur.lock.release();
+                parentLockDropped = true;
                 s.ancestors.push({ path: cur.path, lock: await DiskLock.acquire(cur.path, { exclusive: false, holder: HOLDER }) });
                 done.push({ s, parent: cur.path, child: r.child });
                 out.push({ slot: r.slot, parent: cur.path, child: r.child, ...(rctId ? { rctId } : {}) });
                 return next;
               } catch (err) {
+                // Back on the parent: close the child if it was opened (its lock too), and serve the
+                // parent under a lock — ours, or a new exclusive one if it was already given up for the
+                // shared one (if someone else took the parent meanwhile, that fails: never unlocked).
+                if (next) await closeServedFile(next).catch(() => undefined);
                 await rm(r.child, { force: true });
-                return openServedFile(cur.path, { holder: HOLDER, lock: cur.lock }); // back on the parent
+                const lock = parentLockDropped ? await DiskLock.acquire(cur.path, { exclusive: true, holder: HOLDER }) : cur.lock;
+                try {
+                  return await openServedFile(cur.path, { holder: HOLDER, lock });
+                } catch (reopen) {
+                  await lock.release().catch(() => undefined);
+                  throw reopen;
+                }
               }
             });
             if (!done.some((d) => d.s === s)) throw new TidemarkError('E_VM_FORK', `could not fork disk slot ${r.slot} of the running machine (see the runner log)`, {});
