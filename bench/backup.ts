@@ -12,7 +12,8 @@
  * against restic's second backup of the whole file.
  *
  * restic is required (apt-get install restic): the bench fails with that message when it is missing.
- * TIDEMARK_BENCH_WORKERS=n runs Tidemark with n codec worker threads (default 0: inline);
+ * TIDEMARK_BENCH_WORKERS=n runs Tidemark with n codec worker threads (default: what `tidemark backup`
+ * uses on this machine, defaultCodecWorkers(): 0 on 2 cores);
  * TIDEMARK_BENCH_RESTORE_WORKERS=n decodes the restore's pack windows on n worker threads (default:
  * restoreSnapshot's, 1).
  */
@@ -26,6 +27,7 @@ import { backupDisk } from '../src/backup/backupDisk.js';
 import { restoreSnapshot } from '../src/backup/restoreSnapshot.js';
 import { DiskLock } from '../src/blockdev/DiskLock.js';
 import { openTrackedDisk } from '../src/rct/openTrackedDisk.js';
+import { defaultCodecWorkers } from '../src/repo/CodecPool.js';
 import { Repository } from '../src/repo/Repository.js';
 
 const MiB = 1 << 20;
@@ -111,8 +113,8 @@ export async function run(): Promise<void> {
 
     // Full backups.
     const repoDir = join(dir, 'repo');
-    // TIDEMARK_BENCH_WORKERS: codec worker threads (digest + zstd + AES off the main thread); default 0.
-    const repo = await Repository.init(new LocalBackend(repoDir), { workers: Number(process.env.TIDEMARK_BENCH_WORKERS ?? 0) });
+    // TIDEMARK_BENCH_WORKERS: codec worker threads (digest + zstd + AES off the main thread); default as the CLI.
+    const repo = await Repository.init(new LocalBackend(repoDir), { workers: Number(process.env.TIDEMARK_BENCH_WORKERS ?? defaultCodecWorkers()) });
     const [fullS, full] = await timeIt(() => backupDisk(repo, disk));
     const resticFullS = timed('restic', ['backup', '--quiet', disk], env);
     const repoAfterFull = await treeBytes(repoDir);
