@@ -98,10 +98,10 @@ export function manifestProblem(m: unknown): string | null {
 }
 
 /** Store a manifest (the commit point of a backup). Resolves the snapshot id. */
-export async function saveManifest(repo: Repository, m: Manifest): Promise<string> {
+export async function saveManifest(repo: Repository, m: Manifest, beforePublish?: () => Promise<void>): Promise<string> {
   const problem = manifestProblem(m);
   if (problem) throw new TypeError(`saveManifest: invalid manifest: ${problem}`);
-  const { name } = await repo.putObject('snapshots', Buffer.from(JSON.stringify(m)));
+  const { name } = await repo.putObject('snapshots', Buffer.from(JSON.stringify(m)), beforePublish);
   return name;
 }
 

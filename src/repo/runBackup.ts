@@ -62,12 +62,13 @@ export async function runBackup(repo: Repository, opts: RunBackupOptions): Promi
     const m: Manifest = { version: 1, time, host: opts.host ?? hostname(), source: opts.source, disks, stats: total };
     if (opts.parent) m.parent = opts.parent;
     if (opts.tags) m.tags = opts.tags;
-    // Every blob the manifest names must be durable and indexed before the manifest is written
-    // (saveManifest -> putObject('snapshots') flushes too). Flushing the last packs can take seconds:
-    // an abort requested meanwhile still wins — nothing is committed.
-    await repo.flush();
-    if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('backup aborted');
-    const id = await saveManifest(repo, m);
+    // Every blob the manifest names must be durable and indexed before the manifest is published
+    // (saveManifest -> putObject('snapshots') flushes first; the manifest's own file is written and
+    // fsynced meanwhile and linked only after). Flushing the last packs can take seconds: an abort
+    // requested meanwhile still wins — nothing is committed.
+    const id = await saveManifest(repo, m, async () => {
+      if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('backup aborted');
+    });
     return { ...m, id };
   } catch (err) {
     await repo.packs.abort(); // nothing unflushed survives a failed backup (it would be garbage anyway)

@@ -254,3 +254,48 @@ test('backupDevice reports progress and stops on abort', async () => {
     /user cancelled/,
   );
 });
+
+test('a backup aborted while its last packs are flushed publishes no manifest; the manifest is linked only after packs and pack index (LocalBackend putAfter)', async (t) => {
+  const backend = new LocalBackend(await tempDir(t));
+  const repo = await initRepo(backend, { chunkSize: 16384, fanout: 8 });
+  const dev = new MemoryDevice(2 * MiB);
+  await dev.write(0, randomBytes(MiB));
+  const order: string[] = [];
+  const put = backend.put.bind(backend);
+  const putAfter = backend.putAfter.bind(backend);
+  backend.put = async (type, name, data, o) => {
+    const r = await put(type, name, data, o);
+    order.push(type);
+    return r;
+  };
+  backend.putAfter = async (type, name, data, after) => {
+    const r = await putAfter(type, name, data, after);
+    order.push(type);
+    return r;
+  };
+  // Aborted once the flush is under way: the signal fires from inside the last pack's put.
+  const ac = new AbortController();
+  const flushPut = backend.put;
+  backend.put = async (type, name, data, o) => {
+    if (type === 'packs') ac.abort(new Error('user cancelled during the flush'));
+    return flushPut(type, name, data, o);
+  };
+  await assert.rejects(runBackup(repo, { source: { id: 's', name: 's' }, disks: [{ name: 'd', device: dev }], signal: ac.signal }), /user cancelled during the flush/);
+  assert.deepEqual(await listSnapshots(repo), [], 'no restore point');
+  assert.ok(!order.includes('snapshots'), 'no manifest published');
+  const leftovers = [];
+  for await (const n of backend.list('snapshots')) leftovers.push(n);
+  assert.deepEqual(leftovers, []);
+  // Not aborted: the manifest is the last object published.
+  backend.put = async (type, name, data, o) => {
+    const r = await put(type, name, data, o);
+    order.push(type);
+    return r;
+  };
+  order.length = 0;
+  await dev.write(0, randomBytes(MiB)); // new content: new packs
+  const s = await runBackup(repo, { source: { id: 's', name: 's' }, disks: [{ name: 'd', device: dev }] });
+  assert.equal(order[order.length - 1], 'snapshots', order.join(','));
+  assert.ok(order.includes('packs') && order.indexOf('packindex') < order.indexOf('snapshots'));
+  assert.deepEqual((await listSnapshots(repo)).map((x) => x.id), [s.id]);
+});
