@@ -16,7 +16,7 @@ import { runBackup } from '../../src/repo/runBackup.js';
 import { verifyRepository } from '../../src/repo/verifyRepository.js';
 import { prune } from '../../src/repo/prune.js';
 import { tempDir } from '../helpers/tools.js';
-import { deviceHash, flipBlobByte, initRepo, locateBlob, objectNames, rng } from './helpers.js';
+import { deviceHash, flipBlobByte, initRepo, locateBlob, objectNames, recordPublishOrder, rng } from './helpers.js';
 
 const MiB = 1024 * 1024;
 const source = { id: 'vm-1', name: 'test vm' };
@@ -260,25 +260,14 @@ test('a backup aborted while its last packs are flushed publishes no manifest; t
   const repo = await initRepo(backend, { chunkSize: 16384, fanout: 8 });
   const dev = new MemoryDevice(2 * MiB);
   await dev.write(0, randomBytes(MiB));
-  const order: string[] = [];
-  const put = backend.put.bind(backend);
-  const putAfter = backend.putAfter.bind(backend);
-  backend.put = async (type, name, data, o) => {
-    const r = await put(type, name, data, o);
-    order.push(type);
-    return r;
-  };
-  backend.putAfter = async (type, name, data, after) => {
-    const r = await putAfter(type, name, data, after);
-    order.push(type);
-    return r;
-  };
+  const order = recordPublishOrder(backend);
   // Aborted once the flush is under way: the signal fires from inside the last pack's put.
   const ac = new AbortController();
-  const flushPut = backend.put;
+  let abortAtPack = true;
+  const recorded = backend.put;
   backend.put = async (type, name, data, o) => {
-    if (type === 'packs') ac.abort(new Error('user cancelled during the flush'));
-    return flushPut(type, name, data, o);
+    if (abortAtPack && type === 'packs') ac.abort(new Error('user cancelled during the flush'));
+    return recorded(type, name, data, o);
   };
   await assert.rejects(runBackup(repo, { source: { id: 's', name: 's' }, disks: [{ name: 'd', device: dev }], signal: ac.signal }), /user cancelled during the flush/);
   assert.deepEqual(await listSnapshots(repo), [], 'no restore point');
@@ -287,11 +276,7 @@ test('a backup aborted while its last packs are flushed publishes no manifest; t
   for await (const n of backend.list('snapshots')) leftovers.push(n);
   assert.deepEqual(leftovers, []);
   // Not aborted: the manifest is the last object published.
-  backend.put = async (type, name, data, o) => {
-    const r = await put(type, name, data, o);
-    order.push(type);
-    return r;
-  };
+  abortAtPack = false;
   order.length = 0;
   await dev.write(0, randomBytes(MiB)); // new content: new packs
   const s = await runBackup(repo, { source: { id: 's', name: 's' }, disks: [{ name: 'd', device: dev }] });

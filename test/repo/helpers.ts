@@ -93,6 +93,27 @@ export async function flipBlobByte(repo: Repository, type: 'chunks' | 'index', d
 }
 
 /** A deterministic pseudo-random generator (xorshift32) so tests repeat. */
+/**
+ * Record the object types `backend` publishes, in the order their puts (and putAfters) resolve: the
+ * repository's write-ordering invariants, observed on a real LocalBackend.
+ */
+export function recordPublishOrder(backend: LocalBackend): string[] {
+  const order: string[] = [];
+  const put = backend.put.bind(backend);
+  const putAfter = backend.putAfter.bind(backend);
+  backend.put = async (type, name, data, o) => {
+    const r = await put(type, name, data, o);
+    order.push(type);
+    return r;
+  };
+  backend.putAfter = async (type, name, data, after) => {
+    const r = await putAfter(type, name, data, after);
+    order.push(type);
+    return r;
+  };
+  return order;
+}
+
 export function rng(seed: number): () => number {
   let x = seed >>> 0 || 1;
   return () => {

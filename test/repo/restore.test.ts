@@ -10,7 +10,7 @@ import { CorruptObjectError } from '../../src/repo/errors.js';
 import { IndexTree } from '../../src/repo/IndexTree.js';
 import { restoreDevice } from '../../src/repo/restoreDevice.js';
 import { tempDir } from '../helpers/tools.js';
-import { deviceHash, flipBlobByte, initRepo } from './helpers.js';
+import { deviceHash, flipBlobByte, initRepo, recordPublishOrder } from './helpers.js';
 
 const KiB = 1024;
 
@@ -80,19 +80,7 @@ test('flush stores one pack index naming both the data and the tree pack, publis
   const { LocalBackend } = await import('../../src/backend/LocalBackend.js');
   const backend = new LocalBackend(await tempDir(t));
   const repo = await initRepo(backend, { chunkSize: 4 * KiB, fanout: 16 });
-  const order: string[] = [];
-  const put = backend.put.bind(backend);
-  const putAfter = backend.putAfter.bind(backend);
-  backend.put = async (type, name, data, o) => {
-    const r = await put(type, name, data, o);
-    order.push(type);
-    return r;
-  };
-  backend.putAfter = async (type, name, data, after) => {
-    const r = await putAfter(type, name, data, after);
-    order.push(type);
-    return r;
-  };
+  const order = recordPublishOrder(backend);
   const dev = new MemoryDevice(256 * KiB);
   await dev.write(0, randomBytes(dev.size));
   await backupDevice(repo, dev);
