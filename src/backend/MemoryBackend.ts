@@ -1,3 +1,4 @@
+import { copyInto } from './copyInto.js';
 import { OBJECT_TYPES, type Backend, type ObjectInfo, type ObjectType } from './Backend.js';
 import { checkName, checkType } from './checkName.js';
 import { ObjectNotFoundError } from './errors.js';
@@ -36,10 +37,8 @@ export class MemoryBackend implements Backend {
 
   async getRange(type: ObjectType, name: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
     const slice = this.entry(type, name).data.subarray(offset, offset + length);
-    if (!into) return Buffer.from(slice);
-    if (into.length < length) throw new RangeError(`getRange: target of ${into.length} bytes cannot hold ${length}`);
-    into.set(slice);
-    return Buffer.from(into.buffer, into.byteOffset, slice.length);
+    if (into && into.length < length) throw new RangeError(`getRange: target of ${into.length} bytes cannot hold ${length}`);
+    return into ? copyInto(slice, into) : Buffer.from(slice); // never a view of the stored object
   }
 
   async has(type: ObjectType, name: string): Promise<boolean> {

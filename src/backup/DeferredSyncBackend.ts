@@ -19,6 +19,7 @@
  * objects (in the background; puts wait only when 4x that many are pending). A crash leaves only unpublished temp files, which
  * `cleanup` (prune) removes.
  */
+import { copyInto } from '../backend/copyInto.js';
 import { randomBytes } from 'node:crypto';
 import { link, mkdir, open, readFile, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -152,12 +153,7 @@ export class DeferredSyncBackend implements Backend {
 
   async getRange(type: ObjectType, name: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
     checkName(type, name);
-    if (this.pending.has(`${type}/${name}`)) {
-      const slice = (await this.get(type, name)).subarray(offset, offset + length);
-      if (!into) return slice;
-      into.set(slice);
-      return Buffer.from(into.buffer, into.byteOffset, slice.length);
-    }
+    if (this.pending.has(`${type}/${name}`)) return copyInto((await this.get(type, name)).subarray(offset, offset + length), into);
     return this.local.getRange(type, name, offset, length, into);
   }
 

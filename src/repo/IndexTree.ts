@@ -165,9 +165,9 @@ export const PREFETCH_BATCH = 64;
  * fills ahead of the writer: an incremental touching hundreds of scattered leaves would otherwise read
  * them one after another inside `set` (measured: ~1 s of a 4 GiB disk's incremental). A page is taken
  * out of the memo when the writer opens it (the open page is a copy; parents when the writer passes
- * them), so memory stays bounded by PREFETCH_AHEAD leaves plus their parents. Reading a base page for page number p gives the same
- * digest as the writer's open parent would: the parent's entry for p changes only when p is flushed,
- * after the writer has passed it.
+ * them), so memory stays bounded by PREFETCH_AHEAD leaves plus their parents. Reading a base page for
+ * page number p gives the same digest as the writer's open parent would: the parent's entry for p
+ * changes only when p is flushed, after the writer has passed it.
  */
 export class IndexWriter {
   private readonly depth: number;
@@ -180,10 +180,9 @@ export class IndexWriter {
   private finished = false;
   private readonly baseRoot: string;
   private readonly base = new Map<string, Promise<string[]>>();
-  /** The writer's current leaf page, and a waiter of the prefetcher for it to advance. */
-  private leafNow = 0;
-  /** The last leaf the writer took out of the memo (the prefetcher never refills it). */
+  /** The writer's current leaf (taken out of the memo: the prefetcher never refills it or one before). */
   private leafTaken = -1;
+  /** The prefetcher, waiting for the writer to advance. */
   private advanced: (() => void) | null = null;
 
   constructor(private readonly repo: Repository, private readonly geometry: DiskGeometry, baseRoot: string = ZERO_DIGEST) {
@@ -232,7 +231,7 @@ export class IndexWriter {
     void (async () => {
       let batch: number[] = [];
       for (const leaf of leaves()) {
-        while (!self.finished && leaf - self.leafNow > PREFETCH_AHEAD) await new Promise<void>((r) => (self.advanced = r));
+        while (!self.finished && leaf - self.leafTaken > PREFETCH_AHEAD) await new Promise<void>((r) => (self.advanced = r));
         if (self.finished) return;
         batch.push(leaf);
         if (batch.length >= PREFETCH_BATCH) {
@@ -296,17 +295,14 @@ export class IndexWriter {
     if (cur && cur.pageNo === pageNo) return cur;
     if (cur) await this.flush(level);
     if (level < this.depth) await this.ensure(level + 1, Math.floor(pageNo / this.geometry.fanout)); // open the parent
-    if (level === 0) {
-      this.leafNow = pageNo;
-      this.advanced?.();
-      this.advanced = null;
-    }
     const base = this.basePage(level, pageNo);
     // A leaf is needed once; a parent stays memoized while the prefetcher may still descend through
     // it. Pages the writer has passed are dropped.
     if (level === 0) {
       this.base.delete(`0:${pageNo}`);
       this.leafTaken = pageNo;
+      this.advanced?.();
+      this.advanced = null;
     } else {
       // Parents the writer has passed (few: the prefetcher runs at most PREFETCH_AHEAD leaves ahead).
       for (const k of this.base.keys()) {

@@ -21,6 +21,7 @@
  * backup fails). reset() (taken after acquiring a repository lock) drops all of it and reloads.
  */
 import type { Backend } from '../backend/Backend.js';
+import { copyInto } from '../backend/copyInto.js';
 import { ObjectNotFoundError } from '../backend/errors.js';
 import { ObjectKind, PACK_INDEX_ENTRY_SIZE, PACK_INDEX_EVERY_PACKS, PACK_INDEX_MAX_ENTRIES, PACK_TARGET_SIZE, PACK_UPLOADS } from './constants.js';
 import { CorruptObjectError } from './errors.js';
@@ -229,10 +230,7 @@ export class PackStore {
     if (!o) this.open.set(kind, (o = { blobs: [], size: 0 }));
     o.blobs.push(blob);
     o.size += bytes.length;
-    if (o.size >= this.targetSize) {
-      this.seal(kind);
-      while (this.uploads.size > PACK_UPLOADS) await Promise.race(this.uploads);
-    }
+    if (o.size >= this.targetSize) this.seal(kind); // the next add waits for it, if it must
     return true;
   }
 
@@ -291,10 +289,7 @@ export class PackStore {
   private async readRange(pack: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
     const b = this.backend;
     if (b.getRange) return b.getRange('packs', pack, offset, length, into);
-    const slice = (await b.get('packs', pack)).subarray(offset, offset + length);
-    if (!into) return slice;
-    into.set(slice);
-    return Buffer.from(into.buffer, into.byteOffset, slice.length);
+    return copyInto((await b.get('packs', pack)).subarray(offset, offset + length), into);
   }
 
   private windows = new Map<string, Promise<Buffer>>();

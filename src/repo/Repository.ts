@@ -27,6 +27,7 @@ import { decodeBlobs, type DecodeBlobsResult, type WindowBlob } from './decodeBl
 import { CodecPool } from './CodecPool.js';
 import type { BlobKind } from './PackFormat.js';
 import { PackStore, type BlobLocation } from './PackStore.js';
+import { packWindows } from './packWindows.js';
 
 export interface InitOptions extends Pick<OpenOptions, 'workers' | 'packSize'> {
   /** Encrypt the repository under this passphrase (`repo init --encrypt`). */
@@ -280,15 +281,7 @@ export class Repository {
       if (loc) located.push(loc);
       else rest.push(d);
     }
-    located.sort((a, b) => (a.pack < b.pack ? -1 : a.pack > b.pack ? 1 : a.offset - b.offset));
-    const groups: BlobLocation[][] = [];
-    for (const loc of located) {
-      const g = groups[groups.length - 1];
-      const first = g?.[0];
-      const prev = g?.[g.length - 1];
-      if (first && prev && loc.pack === first.pack && loc.offset >= prev.offset + prev.length && loc.offset - (prev.offset + prev.length) <= PAGE_READ_GAP && loc.offset + loc.length - first.offset <= PAGE_READ_SPAN) g.push(loc);
-      else groups.push([loc]);
-    }
+    const groups = packWindows(located, (l) => l, { gap: PAGE_READ_GAP, span: PAGE_READ_SPAN });
     const readGroup = async (g: BlobLocation[]): Promise<void> => {
       const start = g[0].offset;
       let bytes: Buffer;

@@ -10,8 +10,8 @@
  *   area) reused for the whole restore: no allocation, no garbage and no page faults per window —
  *   and decoded as a whole — AES-GCM open, zstd, length and digest == name for every blob
  *   (decodeBlobs, the same checks as any read) — inline or on `workers` codec threads that write the
- *   plaintexts straight into the slot, while the main thread reads the next windows. A stored
- *   (uncompressed, unencrypted) chunk is not copied at all: it is written from the read window;
+ *   plaintexts back to back into the slot's plaintext area, while the main thread reads the next
+ *   windows (stored chunks are copied there too: every chunk then sits aligned for O_DIRECT);
  * - the plaintexts are written out of order, chunks adjacent on disk gathered into one vectored write
  *   (`BlockDevice.writev`, else a write each); at most `concurrency` windows (slots) are alive at once.
  * Sparse: zero chunks are not written (the target is assumed to read zeros, e.g. a new sparse file;
@@ -25,6 +25,7 @@ import type { CodecPool } from './CodecPool.js';
 import type { DecodeBlobsResult } from './decodeBlobs.js';
 import { CorruptObjectError, DiskMismatchError } from './errors.js';
 import { IndexTree } from './IndexTree.js';
+import { packWindows } from './packWindows.js';
 import { alignedSharedBuffer } from '../util/alignedSharedBuffer.js';
 import type { DiskEntry } from './Manifest.js';
 import type { BlobLocation } from './PackStore.js';
@@ -136,12 +137,12 @@ export async function restoreDevice(repo: Repository, disk: DiskEntry, target: B
   const restoreWindow = async (blobs: Planned[]): Promise<void> => {
     const slot = takeSlot();
     try {
-      await restoreWindowIn(slot, blobs);
+      await decodeAndWrite(slot, blobs);
     } finally {
       free.push(slot);
     }
   };
-  const restoreWindowIn = async (slot: Slot, blobs: Planned[]): Promise<void> => {
+  const decodeAndWrite = async (slot: Slot, blobs: Planned[]): Promise<void> => {
     const pack = blobs[0].loc.pack;
     const start = blobs[0].loc.offset;
     const end = blobs[blobs.length - 1].loc.offset + blobs[blobs.length - 1].loc.length;
@@ -221,32 +222,11 @@ export async function restoreDevice(repo: Repository, disk: DiskEntry, target: B
         launch(restoreOne(digest, indexes));
       }
     }
-    planned.sort((a, b) => (a.loc.pack < b.loc.pack ? -1 : a.loc.pack > b.loc.pack ? 1 : a.loc.offset - b.loc.offset));
-    let win: Planned[] = [];
-    const flushWindow = async (): Promise<void> => {
-      if (win.length === 0) return;
-      const w = win;
-      win = [];
+    for (const w of packWindows(planned, (p) => p.loc, { gap: RESTORE_GAP, span: RESTORE_WINDOW, maxBlobs: windowBlobs })) {
       if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('restore aborted');
       await throttle(inFlight);
       launch(restoreWindow(w));
-    };
-    for (const p of planned) {
-      const first = win[0];
-      const prev = win[win.length - 1];
-      if (
-        first &&
-        (p.loc.pack !== first.loc.pack ||
-          p.loc.offset < prev.loc.offset + prev.loc.length || // a blob listed twice: keep windows simple
-          p.loc.offset - (prev.loc.offset + prev.loc.length) > RESTORE_GAP ||
-          p.loc.offset + p.loc.length - first.loc.offset > RESTORE_WINDOW ||
-          win.length >= windowBlobs)
-      ) {
-        await flushWindow();
-      }
-      win.push(p);
     }
-    await flushWindow();
   };
 
   try {
