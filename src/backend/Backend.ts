@@ -28,6 +28,13 @@ export interface Backend {
    * `await after; put(...)` when a backend (or wrapper) lacks it — wrappers need not forward it.
    */
   putAfter?(type: ObjectType, name: string, data: Uint8Array, after: Promise<unknown>): Promise<boolean>;
+  /**
+   * Optional: an object written a piece at a time whose name is known only at the end (a pack: its
+   * name is the digest of its bytes), so its bytes reach storage while it is still being filled. Once
+   * `commit` resolves, the object has `put`'s guarantees; until then nothing is visible under any name.
+   * Callers without it (or a wrapper that lacks it) collect the bytes and `put` them.
+   */
+  openWriter?(type: ObjectType): ObjectWriter;
   get(type: ObjectType, name: string): Promise<Buffer>;
   has(type: ObjectType, name: string): Promise<boolean>;
   list(type: ObjectType): AsyncIterable<string>;
@@ -55,6 +62,27 @@ export interface Backend {
  */
 export const OBJECT_TYPES = ['config', 'keys', 'chunks', 'index', 'snapshots', 'locks', 'packs', 'packindex'] as const;
 export type ObjectType = (typeof OBJECT_TYPES)[number];
+
+/**
+ * An object being written (Backend.openWriter). Bytes are appended in call order; the caller must not
+ * change a buffer after passing it to `write`.
+ */
+export interface ObjectWriter {
+  /**
+   * Append `data`. Resolves once it is handed to storage (not durable yet); a failure also fails
+   * `commit`, so callers may leave this promise unawaited (it never rejects unobserved).
+   */
+  write(data: Uint8Array): Promise<void>;
+  /**
+   * Publish everything written under `name`, after `after` resolves (nothing is published when it
+   * rejects: commit rejects with its error). Durable when it resolves; `false` when `name` already
+   * existed (the existing object is kept, the written bytes are dropped), like `put`. A failed commit
+   * leaves nothing behind.
+   */
+  commit(name: string, after?: Promise<unknown>): Promise<boolean>;
+  /** Drop everything written (nothing is published). Idempotent; also after a failed commit. */
+  abort(): Promise<void>;
+}
 
 export interface PutOptions {
   /**

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { link, mkdir, open as fsOpen, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { Backend, ObjectInfo, ObjectType, PutOptions } from './Backend.js';
+import type { Backend, ObjectInfo, ObjectType, ObjectWriter, PutOptions } from './Backend.js';
+import { LocalObjectWriter } from './LocalObjectWriter.js';
 import { checkName, checkType } from './checkName.js';
 import { BackendIOError, NoSpaceError, ObjectNotFoundError } from './errors.js';
 import { fsyncDir } from '../util/fsyncDir.js';
@@ -13,7 +14,11 @@ const FANNED: ReadonlySet<ObjectType> = new Set<ObjectType>(['chunks', 'index', 
 export interface LocalBackendOptions {
   /** Test seam: how temp files are opened (inject a handle whose write fails with ENOSPC). */
   open?: typeof fsOpen;
+  /** openWriter: fdatasync a streamed object every this many bytes (default 4 MiB; 0: only at commit). */
+  streamSyncBytes?: number;
 }
+
+const STREAM_SYNC_BYTES = 4 * 1024 * 1024;
 
 /**
  * Objects as files in a directory tree:
@@ -26,18 +31,21 @@ export interface LocalBackendOptions {
  * to the final name — link fails with EEXIST instead of replacing, so the first writer of a name wins
  * and a later put resolves `false` — then unlink the temp and fsync the directory (not for
  * `nameDurable: false`: locks). `putAfter` writes and fsyncs the temp file at once and links it only
- * when the awaited promise resolves (a pack index after its packs: the fsyncs overlap). A failure at any
- * step removes the temp file, so a full disk leaves nothing behind. Filesystems without hard links
+ * when the awaited promise resolves (a pack index after its packs: the fsyncs overlap). `openWriter`
+ * streams an object into `tmp/<type>.<random>.part` as it is built (LocalObjectWriter) and publishes it
+ * the same way at commit. A failure at any step removes the temp file, so a full disk leaves nothing behind. Filesystems without hard links
  * fall back to rename after an existence check (a tiny race between two writers of the same name,
  * harmless because names are content addresses).
  */
 export class LocalBackend implements Backend {
   readonly location: string;
   private readonly openFile: typeof fsOpen;
+  private readonly streamSyncBytes: number;
 
   constructor(readonly root: string, opts: LocalBackendOptions = {}) {
     this.location = root;
     this.openFile = opts.open ?? fsOpen;
+    this.streamSyncBytes = opts.streamSyncBytes ?? STREAM_SYNC_BYTES;
   }
 
   /** The file holding an object. */
@@ -52,6 +60,16 @@ export class LocalBackend implements Backend {
   /** The temp file is written and fsynced while `after` runs; linked (and the directory fsynced) once it resolves. */
   putAfter(type: ObjectType, name: string, data: Uint8Array, after: Promise<unknown>): Promise<boolean> {
     return this.store(type, name, data, after, true);
+  }
+
+  openWriter(type: ObjectType): ObjectWriter {
+    checkType(type);
+    return new LocalObjectWriter(join(this.root, 'tmp', `${type}.${randomBytes(6).toString('hex')}.part`), {
+      open: this.openFile,
+      syncEvery: this.streamSyncBytes,
+      publish: (tmp, name, after) => this.publish(tmp, type, name, after, true),
+      fail: (err, name) => this.mapError(err, 'put', type, name),
+    });
   }
 
   private async store(type: ObjectType, name: string, data: Uint8Array, after: Promise<unknown> | null, syncDir: boolean): Promise<boolean> {
@@ -71,14 +89,20 @@ export class LocalBackend implements Backend {
       await after?.catch(() => undefined);
       throw this.mapError(err, 'put', type, name);
     }
+    return this.publish(tmp, type, name, after, syncDir);
+  }
+
+  /** Link the written, fsynced temp file `tmp` under (type, name) once `after` resolves; on any failure remove it. */
+  private async publish(tmp: string, type: ObjectType, name: string, after: Promise<unknown> | null | undefined, syncDir: boolean): Promise<boolean> {
     try {
+      checkName(type, name);
       await after;
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
-      throw err; // what we waited for failed: publish nothing
+      throw err; // a bad name, or what we waited for failed: publish nothing
     }
     try {
-      return await this.commit(tmp, final, syncDir);
+      return await this.commit(tmp, this.path(type, name), syncDir);
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
       throw this.mapError(err, 'put', type, name);

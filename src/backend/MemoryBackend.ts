@@ -1,5 +1,6 @@
 import { copyInto } from './copyInto.js';
-import { OBJECT_TYPES, type Backend, type ObjectInfo, type ObjectType } from './Backend.js';
+import { OBJECT_TYPES, type Backend, type ObjectInfo, type ObjectType, type ObjectWriter } from './Backend.js';
+import { bufferedWriter } from './bufferedWriter.js';
 import { checkName, checkType } from './checkName.js';
 import { ObjectNotFoundError } from './errors.js';
 
@@ -29,6 +30,12 @@ export class MemoryBackend implements Backend {
     if (m.has(name)) return false;
     m.set(name, { data: Buffer.from(data), mtimeMs: this.clock() });
     return true;
+  }
+
+  /** Pieces kept in memory, stored at commit (the same contract as LocalBackend's streaming writer). */
+  openWriter(type: ObjectType): ObjectWriter {
+    checkType(type);
+    return bufferedWriter((name, data) => this.put(type, name, data));
   }
 
   async get(type: ObjectType, name: string): Promise<Buffer> {

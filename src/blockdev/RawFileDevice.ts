@@ -13,7 +13,8 @@
  * decided by the first real punch: ENOTSUP/EOPNOTSUPP turns trim/fastZero off for the rest of the
  * session (that call falls back as documented on `zero`), success confirms it.
  */
-import { constants, read as fsRead, write as fsWrite, writev as fsWritev } from 'node:fs';
+import { writevAll } from '../util/writevAll.js';
+import { constants, read as fsRead, write as fsWrite } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { BlockDevice, Capabilities, Extent, WriteIdentity, WriteOptions, ZeroOptions } from './BlockDevice.js';
@@ -356,26 +357,7 @@ export class RawFileDevice implements BlockDevice {
 
   /** Write all of `buffers` from `offset` with pwritev on `fd`; a short write continues where it stopped. */
   private writevAll(fd: number, offset: number, buffers: readonly Uint8Array[], total: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      let done = 0;
-      let list = buffers as Uint8Array[];
-      const step = (): void => {
-        if (done >= total) return resolve();
-        fsWritev(fd, list, offset + done, (err, bytesWritten) => {
-          if (err) return reject(err);
-          if (bytesWritten === 0) return reject(new Error(`pwritev wrote nothing at ${offset + done} of ${this.path}`));
-          done += bytesWritten;
-          // Drop what was written: whole buffers, then the written head of a partly written one.
-          let skip = bytesWritten;
-          let i = 0;
-          while (i < list.length && skip >= list[i].length) skip -= list[i++].length;
-          list = list.slice(i);
-          if (skip > 0) list[0] = list[0].subarray(skip);
-          step();
-        });
-      };
-      step();
-    });
+    return writevAll(fd, offset, buffers, total, this.path);
   }
 
   /** Punch a hole; the first refusal (not supported) turns trim/fastZero off for this session. */

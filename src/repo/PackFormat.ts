@@ -61,18 +61,47 @@ export function packId(bytes: Uint8Array): string {
 }
 
 /**
+ * A pack built a blob at a time (pure: no I/O), so its bytes can be written out as it fills: `add`
+ * returns each blob's entry (its offset is the running sum), `finish` the tail that ends the pack and the
+ * pack's name (the SHA-256 of every byte added, then of the tail, kept running). The pack's bytes are
+ * exactly the added blobs in order followed by the tail.
+ */
+export class PackBuilder {
+  readonly entries: PackEntry[] = [];
+  /** Bytes of the blobs added so far (the offset of the next one). */
+  size = 0;
+  private readonly hash = createHash('sha256');
+  private done = false;
+
+  constructor(private readonly keys: RepoKeys | null) {}
+
+  add(kind: BlobKind, digest: string, bytes: Uint8Array): PackEntry {
+    if (this.done) throw new Error('PackBuilder: add after finish');
+    const e: PackEntry = { kind, digest, offset: this.size, length: bytes.length };
+    this.entries.push(e);
+    this.hash.update(bytes);
+    this.size += bytes.length;
+    return e;
+  }
+
+  /** The tail (header envelope + trailer) and the pack's name. Call once. */
+  finish(): { id: string; tail: Buffer } {
+    if (this.done) throw new Error('PackBuilder: finish called twice');
+    this.done = true;
+    const tail = encodePackTail(this.entries, this.keys);
+    return { id: this.hash.update(tail).digest('hex'), tail };
+  }
+}
+
+/**
  * A whole pack (pure): the encoded blobs back to back from offset 0, then the tail naming them; its
  * entries (offsets into the pack) and its name.
  */
 export function encodePack(blobs: ReadonlyArray<{ kind: BlobKind; digest: string; bytes: Buffer }>, keys: RepoKeys | null): { id: string; entries: PackEntry[]; bytes: Buffer } {
-  const entries: PackEntry[] = [];
-  let offset = 0;
-  for (const b of blobs) {
-    entries.push({ kind: b.kind, digest: b.digest, offset, length: b.bytes.length });
-    offset += b.bytes.length;
-  }
-  const bytes = Buffer.concat([...blobs.map((b) => b.bytes), encodePackTail(entries, keys)]);
-  return { id: packId(bytes), entries, bytes };
+  const b = new PackBuilder(keys);
+  for (const x of blobs) b.add(x.kind, x.digest, x.bytes);
+  const { id, tail } = b.finish();
+  return { id, entries: b.entries, bytes: Buffer.concat([...blobs.map((x) => x.bytes), tail]) };
 }
 
 /**

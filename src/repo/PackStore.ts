@@ -4,10 +4,12 @@
  * (a BlobIndex: compact, first location wins) and the pack being filled.
  *
  * Write path and the ordering it keeps (see docs/design.md, repo section, "Invariants"):
- *   add()   appends an encoded blob to the open pack (in memory; readable and deduplicated at once).
- *           When the open pack reaches PACK_TARGET_SIZE it is sealed and stored with backend.put
- *           (temp + fsync + link + fsync dir: durable when it resolves) while the next pack fills; at
- *           most PACK_UPLOADS packs are in flight, add() waits beyond that (bounded memory).
+ *   add()   appends an encoded blob to the open pack (in memory; readable and deduplicated at once) and,
+ *           when the backend streams (Backend.openWriter), to the pack's temp file in the background.
+ *           When the open pack reaches PACK_TARGET_SIZE it is sealed: its tail is appended and the
+ *           writer committed (fsync + link + fsync dir), or, without a writer, the whole pack is stored
+ *           with backend.put — durable when it resolves — while the next pack fills; at most
+ *           PACK_UPLOADS packs are in flight, add() waits beyond that (bounded memory).
  *   a durable pack's entries go to the "unindexed" list; every PACK_INDEX_EVERY_PACKS packs, and at
  *   flush(), a `packindex` object listing them is stored (durable too).
  *   flush() seals the open pack, waits for every upload and writes the last pack index. Only after
@@ -20,14 +22,14 @@
  * durable packs, and blobs waiting in the open/uploading packs (durable before any manifest, or the
  * backup fails). reset() (taken after acquiring a repository lock) drops all of it and reloads.
  */
-import type { Backend } from '../backend/Backend.js';
+import type { Backend, ObjectWriter } from '../backend/Backend.js';
 import { copyInto } from '../backend/copyInto.js';
 import { ObjectNotFoundError } from '../backend/errors.js';
 import { ObjectKind, PACK_INDEX_ENTRY_SIZE, PACK_INDEX_EVERY_PACKS, PACK_INDEX_MAX_ENTRIES, PACK_TARGET_SIZE, PACK_UPLOADS } from './constants.js';
 import { CorruptObjectError } from './errors.js';
 import { decodeObject, encodeObject, objectDigest, type RepoKeys } from './ObjectCodec.js';
 import { BlobIndex, type BlobLocation } from './BlobIndex.js';
-import { decodePackIndex, encodePack, encodePackIndex, type BlobKind, type PackIndexPack } from './PackFormat.js';
+import { decodePackIndex, encodePack, encodePackIndex, PackBuilder, type BlobKind, type PackIndexPack } from './PackFormat.js';
 
 export type { BlobLocation } from './BlobIndex.js';
 
@@ -42,6 +44,17 @@ interface OpenBlob {
   kind: BlobKind;
   digest: string;
   bytes: Buffer;
+}
+
+/**
+ * A pack being filled. With a backend that streams (Backend.openWriter) its blobs are written to the
+ * backend as they are added (`writer`), so sealing it only writes the tail and syncs; else they are
+ * put in one piece at the seal.
+ */
+interface OpenPack {
+  blobs: OpenBlob[];
+  builder: PackBuilder;
+  writer: ObjectWriter | null;
 }
 
 const key = (kind: BlobKind, digest: string): string => `${kind}${digest}`;
@@ -71,7 +84,7 @@ export class PackStore {
   /** The open pack of each blob kind: chunks and index pages go to separate packs (restic's data and
    *  tree packs): tree walks (verify, prune's mark, restore) then read small page-only packs, and a
    *  damaged or missing data pack never takes index pages with it. */
-  private open = new Map<BlobKind, { blobs: OpenBlob[]; size: number }>();
+  private open = new Map<BlobKind, OpenPack>();
   private uploads = new Set<Promise<void>>();
   private uploading = new Set<Upload>();
   private unindexed: PackIndexPack[] = [];
@@ -164,6 +177,7 @@ export class PackStore {
   /** Drop everything known (after taking a lock, or after prune). Unflushed blobs are discarded. */
   reset(): void {
     this.generation++;
+    for (const o of this.open.values()) void o.writer?.abort(); // never rejects; removes its temp file
     this.index = new BlobIndex();
     this.indexNames = [];
     this.problems = [];
@@ -227,10 +241,11 @@ export class PackStore {
     const blob: OpenBlob = { kind, digest, bytes };
     this.pending.set(key(kind, digest), blob);
     let o = this.open.get(kind);
-    if (!o) this.open.set(kind, (o = { blobs: [], size: 0 }));
+    if (!o) this.open.set(kind, (o = { blobs: [], builder: new PackBuilder(this.keys), writer: this.backend.openWriter?.('packs') ?? null }));
     o.blobs.push(blob);
-    o.size += bytes.length;
-    if (o.size >= this.targetSize) this.seal(kind); // the next add waits for it, if it must
+    o.builder.add(kind, digest, bytes);
+    void o.writer?.write(bytes); // not awaited: a failure is sticky and fails the pack's commit
+    if (o.builder.size >= this.targetSize) this.seal(kind); // the next add waits for it, if it must
     return true;
   }
 
@@ -332,7 +347,7 @@ export class PackStore {
 
   /** Discard unflushed blobs (a failed backup) and wait for packs still being stored to settle. */
   async abort(): Promise<void> {
-    const ups = [...this.uploads, this.indexChain];
+    const ups = [...this.uploads, this.indexChain, ...[...this.open.values()].map((o) => o.writer?.abort())];
     this.reset();
     await Promise.allSettled(ups);
   }
@@ -344,14 +359,21 @@ export class PackStore {
     const blobs = o.blobs;
     this.open.delete(kind);
     const gen = this.generation;
-    const { id, entries, bytes } = encodePack(blobs, this.keys);
-    const pack: PackIndexPack = { id, entries };
+    const { id, tail } = o.builder.finish();
+    const pack: PackIndexPack = { id, entries: o.builder.entries };
+    const size = o.builder.size + tail.length;
     // Durable when it resolves (false: an identical pack exists).
-    const stored = (async () => void (await this.backend.put('packs', pack.id, bytes)))();
+    const writer = o.writer;
+    const stored = writer
+      ? (async () => {
+          void writer.write(tail);
+          await writer.commit(id);
+        })()
+      : (async () => void (await this.backend.put('packs', id, Buffer.concat([...blobs.map((b) => b.bytes), tail]))))();
     const upload: Upload = { pack, stored, claimed: false };
     this.uploading.add(upload);
     const task = stored
-      .then(() => this.stored(upload, blobs, bytes.length, gen))
+      .then(() => this.stored(upload, blobs, size, gen))
       .catch((err) => {
         if (gen !== this.generation) return;
         this.failure ??= err;

@@ -3,6 +3,8 @@ import { test } from 'node:test';
 import type { Backend } from '../../src/backend/Backend.js';
 import { InvalidObjectNameError, ObjectNotFoundError } from '../../src/backend/errors.js';
 import { createHash, randomBytes } from 'node:crypto';
+import fc from 'fast-check';
+import { fcSeed } from '../helpers/tools.js';
 
 /** A fresh, empty backend per test. */
 export type BackendFactory = (t: import('node:test').TestContext) => Promise<Backend>;
@@ -106,5 +108,65 @@ export function backendContract(label: string, make: BackendFactory): void {
       await assert.rejects(b.get('snapshots', bad), InvalidObjectNameError, bad);
     }
     await assert.rejects(b.put('nope' as never, 'abcd', Buffer.from('x')), InvalidObjectNameError);
+  });
+
+  test(`${label}: openWriter streams pieces; nothing is visible before commit; commit never overwrites`, async (t) => {
+    const b = await make(t);
+    if (!b.openWriter) return t.skip('no openWriter: callers put whole objects');
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.integer({ min: 0, max: 300_000 }), { maxLength: 12 }), async (sizes) => {
+        const pieces = sizes.map((n) => randomBytes(n));
+        const whole = Buffer.concat(pieces);
+        const name = hex(Buffer.concat([whole, randomBytes(8)])); // fresh per run
+        const w = b.openWriter!('packs');
+        for (const p of pieces) void w.write(p); // callers need not await each piece
+        assert.equal(await b.has('packs', name), false, 'invisible while being written');
+        assert.equal(await w.commit(name), true);
+        assert.deepEqual(await b.get('packs', name), whole);
+        // A second object under the same name keeps the first.
+        const again = b.openWriter!('packs');
+        await again.write(randomBytes(10));
+        assert.equal(await again.commit(name), false);
+        assert.deepEqual(await b.get('packs', name), whole);
+        await assert.rejects(w.write(Buffer.from('late')), /after commit/);
+      }),
+      { seed: fcSeed(), numRuns: 15 },
+    );
+  });
+
+  test(`${label}: openWriter: abort and a rejected "after" publish nothing; a bad name is refused at commit`, async (t) => {
+    const b = await make(t);
+    if (!b.openWriter) return t.skip('no openWriter: callers put whole objects');
+    const aborted = b.openWriter('packs');
+    await aborted.write(randomBytes(1000));
+    await aborted.abort();
+    await aborted.abort(); // idempotent
+    await assert.rejects(aborted.commit('aa11'), /after commit or abort/);
+    assert.equal(await b.has('packs', 'aa11'), false);
+
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const gated = b.openWriter('packindex');
+    await gated.write(Buffer.from('index'));
+    const done = gated.commit('bb22', gate);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await b.has('packindex', 'bb22'), false, 'published only after the awaited promise');
+    release();
+    assert.equal(await done, true);
+    assert.deepEqual(await b.get('packindex', 'bb22'), Buffer.from('index'));
+
+    const boom = new Error('the pack before it failed');
+    const failed = b.openWriter('packindex');
+    await failed.write(Buffer.from('x'));
+    await assert.rejects(failed.commit('cc33', Promise.reject(boom)), (e) => e === boom);
+    assert.equal(await b.has('packindex', 'cc33'), false);
+
+    const bad = b.openWriter('packs');
+    await bad.write(Buffer.from('x'));
+    await assert.rejects(bad.commit('../escape'), InvalidObjectNameError);
+    const empty = b.openWriter('packs');
+    assert.equal(await empty.commit('dd44'), true, 'an empty object');
+    assert.equal((await b.get('packs', 'dd44')).length, 0);
+    assert.deepEqual(await collect(b.list('packs')), ['dd44']);
   });
 }

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import type { Backend } from '../../src/backend/Backend.js';
+import type { Backend, ObjectType } from '../../src/backend/Backend.js';
 import type { BlockDevice } from '../../src/blockdev/BlockDevice.js';
 import { open } from 'node:fs/promises';
 import { LocalBackend } from '../../src/backend/LocalBackend.js';
@@ -94,22 +94,39 @@ export async function flipBlobByte(repo: Repository, type: 'chunks' | 'index', d
 
 /** A deterministic pseudo-random generator (xorshift32) so tests repeat. */
 /**
- * Record the object types `backend` publishes, in the order their puts (and putAfters) resolve: the
- * repository's write-ordering invariants, observed on a real LocalBackend.
+ * Record the object types `backend` publishes, in the order their puts, putAfters and streamed
+ * writers' commits resolve: the repository's write-ordering invariants, observed on a real LocalBackend.
+ * `starting(type)` runs as each of them starts (a test can abort there).
  */
-export function recordPublishOrder(backend: LocalBackend): string[] {
+export function recordPublishOrder(backend: LocalBackend, starting: (type: ObjectType) => void = () => undefined): string[] {
   const order: string[] = [];
   const put = backend.put.bind(backend);
   const putAfter = backend.putAfter.bind(backend);
+  const openWriter = backend.openWriter.bind(backend);
   backend.put = async (type, name, data, o) => {
+    starting(type);
     const r = await put(type, name, data, o);
     order.push(type);
     return r;
   };
   backend.putAfter = async (type, name, data, after) => {
+    starting(type);
     const r = await putAfter(type, name, data, after);
     order.push(type);
     return r;
+  };
+  backend.openWriter = (type) => {
+    const w = openWriter(type);
+    return {
+      write: (data) => w.write(data),
+      abort: () => w.abort(),
+      commit: async (name, after) => {
+        starting(type);
+        const r = await w.commit(name, after);
+        order.push(type);
+        return r;
+      },
+    };
   };
   return order;
 }

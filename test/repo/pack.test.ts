@@ -4,6 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import type { Backend, ObjectType } from '../../src/backend/Backend.js';
@@ -14,7 +16,7 @@ import { ObjectKind } from '../../src/repo/constants.js';
 import { UnsupportedRepositoryError } from '../../src/repo/errors.js';
 import { listSnapshots } from '../../src/repo/Manifest.js';
 import { encodeObject, type RepoKeys } from '../../src/repo/ObjectCodec.js';
-import { decodePack, decodePackIndex, encodePackIndex, encodePackTail, packId, type BlobKind } from '../../src/repo/PackFormat.js';
+import { decodePack, decodePackIndex, encodePack, encodePackIndex, encodePackTail, packId, type BlobKind } from '../../src/repo/PackFormat.js';
 import { PackStore } from '../../src/repo/PackStore.js';
 import { prune } from '../../src/repo/prune.js';
 import { Repository } from '../../src/repo/Repository.js';
@@ -311,3 +313,54 @@ test('a lock-free reader whose pack index map predates a repacking prune reloads
   await restoreDevice(reader, s2.disks[0], again);
   assert.equal(await deviceHash(again), want);
 });
+
+test('a pack is streamed to its temp file while it fills; the stored pack is its blobs, then a tail naming them (the one-piece encoding); abort leaves no temp file', async (t) => {
+  const dir = await tempDir(t);
+  const backend = new LocalBackend(dir, { streamSyncBytes: 64 * KiB });
+  for (const k of [null, keys]) {
+    const store = new PackStore(backend, k, 512 * KiB);
+    await store.ensureLoaded();
+    const blobs = Array.from({ length: 40 }, (_, i) => ({ kind: (i % 5 === 0 ? ObjectKind.indexPage : ObjectKind.chunk) as BlobKind, digest: randomBytes(32).toString('hex'), bytes: encodeObject(ObjectKind.chunk, randomBytes(8 * KiB + i), { keys: k }) }));
+    for (const b of blobs.slice(0, 20)) await store.add(b.kind, b.digest, b.bytes);
+    // Before any seal: the open packs' bytes are already in temp files (written in the background), no pack is visible.
+    await new Promise((r) => setTimeout(r, 100));
+    let parts = (await readdir(join(dir, 'tmp'))).filter((n) => n.endsWith('.part'));
+    assert.equal(parts.length, 2, 'one streamed temp file per open pack (data and tree)');
+    const partBytes = (await Promise.all(parts.map((p) => stat(join(dir, 'tmp', p))))).reduce((a, s) => a + s.size, 0);
+    assert.equal(partBytes, blobs.slice(0, 20).reduce((a, b) => a + b.bytes.length, 0), 'every blob added so far is in the temp files');
+    assert.deepEqual(await collectNames(backend, 'packs'), []);
+    for (const b of blobs.slice(20)) await store.add(b.kind, b.digest, b.bytes);
+    await store.flush();
+    // Each stored pack is its blobs in order, then a tail that decodes to its entries, named by its hash;
+    // unencrypted (no random nonce in the header) it equals encodePack's one-piece encoding byte for byte.
+    const ids = await collectNames(backend, 'packs');
+    assert.equal(ids.length, 2);
+    for (const id of ids) {
+      const entries = store.indexedPacks.get(id)!;
+      const inPack = entries.map((e) => blobs.find((b) => b.digest === e.digest)!);
+      const got = await backend.get('packs', id);
+      assert.equal(packId(got), id);
+      const body = Buffer.concat(inPack.map((b) => b.bytes));
+      assert.deepEqual(got.subarray(0, body.length), body);
+      const decoded = decodePack(got, k, 'local', id);
+      assert.ok(Array.isArray(decoded), String(decoded));
+      assert.deepEqual(decoded.map((e) => [e.kind, e.digest, e.offset, e.length]), entries.map((e) => [e.kind, e.digest, e.offset, e.length]));
+      if (!k) assert.deepEqual(got, encodePack(inPack, k).bytes);
+    }
+    for (const id of ids) await backend.remove('packs', id);
+    // Aborted while filling: the streamed temp file is removed, nothing is published.
+    for (const b of blobs.slice(0, 10)) await store.add(b.kind, randomBytes(32).toString('hex'), b.bytes);
+    await new Promise((r) => setTimeout(r, 100));
+    parts = (await readdir(join(dir, 'tmp'))).filter((n) => n.endsWith('.part'));
+    assert.ok(parts.length > 0);
+    await store.abort();
+    assert.deepEqual(await readdir(join(dir, 'tmp')), []);
+    assert.deepEqual(await collectNames(backend, 'packs'), []);
+  }
+});
+
+async function collectNames(b: Backend, type: ObjectType): Promise<string[]> {
+  const out: string[] = [];
+  for await (const n of b.list(type)) out.push(n);
+  return out;
+}
