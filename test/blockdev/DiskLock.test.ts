@@ -61,3 +61,25 @@ test('DiskLock: shared holders coexist and block writers; one writer per disk wi
   await assert.rejects(DiskLock.acquire(disk, { exclusive: true }), (err: unknown) => err instanceof InUseError && err.message.includes(`PID ${process.pid} (this process)`), 'a second writer in the same process is refused');
   await writer.release();
 });
+
+test('DiskLock: a process that released its shared lock and lives on is not named as a holder (the kernel says who holds it)', async (t) => {
+  const disk = join(await tempDir(t), 'disk.raw');
+  const gone = await child(t, disk, 'shared', 'tidemark vm run');
+  const stays = await child(t, disk, 'shared', 'tidemark verify');
+  assert.equal(stays.line, `locked ${stays.proc.pid}`);
+  const released = new Promise<void>((resolve) => gone.proc.stdout!.on('data', (d: Buffer) => d.toString().includes('released') && resolve()));
+  gone.proc.stdin!.write('release\n');
+  await released;
+  assert.match(await readFile(`${disk}.lock`, 'utf8'), new RegExp(`^${gone.proc.pid}\ttidemark vm run$`, 'm'), 'its line is still in the file');
+  await assert.rejects(DiskLock.acquire(disk, { exclusive: true }), (err: unknown) => {
+    assert.ok(err instanceof InUseError);
+    assert.equal(err.data.holder, `PID ${stays.proc.pid} (tidemark verify)`, 'only the process that holds the lock');
+    return true;
+  });
+  stays.proc.stdin!.end();
+  await exited(stays.proc);
+  const mine = await DiskLock.acquire(disk, { exclusive: true, holder: 'tidemark backup' });
+  await mine.release();
+  gone.proc.stdin!.end();
+  await exited(gone.proc);
+});
