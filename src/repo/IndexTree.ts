@@ -13,9 +13,9 @@
  * exactly the changed leaves plus their paths to the root — O(changed pages) — and memory is
  * O(depth x fanout). Unchanged pages are shared with the base tree by digest.
  */
-import { ZERO_DIGEST } from './constants.js';
+import { DIGEST_SIZE, ZERO_DIGEST } from './constants.js';
 import { CorruptObjectError } from './errors.js';
-import { decodeIndexPage, encodeIndexPage } from './IndexPage.js';
+import { decodeIndexPage, decodeIndexPageBytes, encodeIndexPageBytes, isAllZero } from './IndexPage.js';
 import type { Repository } from './Repository.js';
 
 export interface DiskGeometry {
@@ -59,6 +59,22 @@ export function parseIndexPage(repo: Repository, digest: string, plain: Buffer, 
   for (let i = 0; i < page.entries.length; i++) entries[i] = page.entries[i];
   return entries;
 }
+
+/** Like readIndexPage, as `fanout` x 32 bytes of digests (zero-padded): the writer's form, no hex strings. */
+export async function readIndexPageBytes(repo: Repository, digest: string, level: number, fanout: number): Promise<Buffer> {
+  if (digest === ZERO_DIGEST) return Buffer.alloc(fanout * DIGEST_SIZE);
+  return parseIndexPageBytes(repo, digest, await repo.getObject('index', digest), level, fanout);
+}
+
+/** Like parseIndexPage, as `fanout` x 32 bytes of digests (zero-padded). */
+export function parseIndexPageBytes(repo: Repository, digest: string, plain: Buffer, level: number, fanout: number): Buffer {
+  const page = decodeIndexPageBytes(plain, level, fanout);
+  if (typeof page === 'string') throw new CorruptObjectError(repo.location, 'index', digest, page);
+  return page;
+}
+
+/** Entry `i` of a page held as bytes, as a hex digest. */
+const hexAt = (digests: Buffer, i: number): string => digests.toString('hex', i * DIGEST_SIZE, (i + 1) * DIGEST_SIZE);
 
 export interface IndexUpdateResult {
   root: string;
@@ -148,7 +164,8 @@ export class IndexTree {
 
 interface OpenPage {
   pageNo: number;
-  entries: string[];
+  /** `fanout` x 32 bytes: the page's digests (entries are patched in place, never turned into strings). */
+  digests: Buffer;
   dirty: boolean;
 }
 
@@ -179,7 +196,9 @@ export class IndexWriter {
   private pageBytesWritten = 0;
   private finished = false;
   private readonly baseRoot: string;
-  private readonly base = new Map<string, Promise<string[]>>();
+  private readonly base = new Map<string, Promise<Buffer>>();
+  /** A digest being set, as bytes. */
+  private readonly scratch = Buffer.alloc(DIGEST_SIZE);
   /** The writer's current leaf (taken out of the memo: the prefetcher never refills it or one before). */
   private leafTaken = -1;
   /** The prefetcher, waiting for the writer to advance. */
@@ -211,7 +230,7 @@ export class IndexWriter {
     const fetch = async (batch: number[]): Promise<void> => {
       const todo = batch.filter((leaf) => leaf > self.leafTaken && !self.base.has(`0:${leaf}`));
       if (todo.length === 0) return;
-      const digests = await Promise.all(todo.map(async (leaf) => (self.depth === 0 ? self.baseRoot : (await self.basePage(1, Math.floor(leaf / F)))[leaf % F])));
+      const digests = await Promise.all(todo.map(async (leaf) => (self.depth === 0 ? self.baseRoot : hexAt(await self.basePage(1, Math.floor(leaf / F)), leaf % F))));
       const pages = self.repo.getIndexPages(digests.filter((d) => d !== ZERO_DIGEST));
       pages.catch(() => undefined); // raised by the set that needs it
       todo.forEach((leaf, i) => {
@@ -220,8 +239,8 @@ export class IndexWriter {
         // A failed batch (one damaged page) falls back to reading each leaf alone: the writer gets
         // the error of the page it needs, naming it, and intact pages still load.
         const page = pages.then(
-          (m) => (digests[i] === ZERO_DIGEST ? new Array<string>(F).fill(ZERO_DIGEST) : parseIndexPage(self.repo, digests[i], m.get(digests[i])!, 0, F)),
-          () => readIndexPage(self.repo, digests[i], 0, F),
+          (m) => (digests[i] === ZERO_DIGEST ? Buffer.alloc(F * DIGEST_SIZE) : parseIndexPageBytes(self.repo, digests[i], m.get(digests[i])!, 0, F)),
+          () => readIndexPageBytes(self.repo, digests[i], 0, F),
         );
         page.catch(() => undefined); // raised when (if) the writer takes it
         self.base.set(key, page);
@@ -244,14 +263,14 @@ export class IndexWriter {
   }
 
   /** Page `pageNo` of `level` as it is in the base tree (memoized until the writer opens it). */
-  private basePage(level: number, pageNo: number): Promise<string[]> {
+  private basePage(level: number, pageNo: number): Promise<Buffer> {
     const key = `${level}:${pageNo}`;
     let p = this.base.get(key);
     if (!p) {
       const F = this.geometry.fanout;
       p = (async () => {
-        const digest = level === this.depth ? this.baseRoot : (await this.basePage(level + 1, Math.floor(pageNo / F)))[pageNo % F];
-        return readIndexPage(this.repo, digest, level, F);
+        const digest = level === this.depth ? this.baseRoot : hexAt(await this.basePage(level + 1, Math.floor(pageNo / F)), pageNo % F);
+        return readIndexPageBytes(this.repo, digest, level, F);
       })();
       this.base.set(key, p);
     }
@@ -282,9 +301,11 @@ export class IndexWriter {
   private async setEntry(level: number, entryNo: number, digest: string): Promise<void> {
     const F = this.geometry.fanout;
     const page = await this.ensure(level, Math.floor(entryNo / F));
-    const slot = entryNo % F;
-    if (page.entries[slot] !== digest) {
-      page.entries[slot] = digest;
+    const at = (entryNo % F) * DIGEST_SIZE;
+    const d = this.scratch;
+    d.write(digest, 0, 'hex');
+    if (d.compare(page.digests, at, at + DIGEST_SIZE) !== 0) {
+      d.copy(page.digests, at);
       page.dirty = true;
     }
   }
@@ -310,7 +331,7 @@ export class IndexWriter {
         if (Number(k.slice(k.indexOf(':') + 1)) < pageNo) this.base.delete(k);
       }
     }
-    const page: OpenPage = { pageNo, entries: (await base).slice(), dirty: false };
+    const page: OpenPage = { pageNo, digests: Buffer.from(await base), dirty: false };
     this.open[level] = page;
     return page;
   }
@@ -320,8 +341,8 @@ export class IndexWriter {
     this.open[level] = undefined;
     if (!page || !page.dirty) return;
     let digest = ZERO_DIGEST;
-    if (page.entries.some((e) => e !== ZERO_DIGEST)) {
-      const r = await this.repo.putIndexPage(encodeIndexPage({ level, entries: page.entries }));
+    if (!isAllZero(page.digests)) {
+      const r = await this.repo.putIndexPage(encodeIndexPageBytes(level, page.digests));
       digest = r.digest;
       if (r.written > 0) {
         this.pagesWritten++;

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { ObjectKind, ZERO_DIGEST } from '../../src/repo/constants.js';
 import { CorruptObjectError } from '../../src/repo/errors.js';
-import { decodeIndexPage, encodeIndexPage } from '../../src/repo/IndexPage.js';
+import { decodeIndexPage, decodeIndexPageBytes, encodeIndexPage, encodeIndexPageBytes } from '../../src/repo/IndexPage.js';
 import { decodeObject, encodeObject, objectDigest, type RepoKeys } from '../../src/repo/ObjectCodec.js';
 import { zstd } from '../../src/repo/zstd.js';
 import { fcSeed } from '../helpers/tools.js';
@@ -88,6 +88,23 @@ test('index page codec: round trip, trailing zeros trimmed, validation', () => {
   bad[0] ^= 1;
   assert.match(String(decodeIndexPage(bad, 2, 8)), /magic/);
   assert.equal(encodeIndexPage({ level: 0, entries: [ZERO_DIGEST, ZERO_DIGEST] }).length, 16);
+});
+
+test('index page codec, bytes form (used by the writer): same encoding as the hex form, zero-padded decode, same validation (property)', () => {
+  fc.assert(
+    fc.property(fc.array(fc.oneof(fc.constant(ZERO_DIGEST), fc.uint8Array({ minLength: 32, maxLength: 32 }).map((b) => Buffer.from(b).toString('hex'))), { maxLength: 16 }), fc.integer({ min: 0, max: 3 }), (entries, level) => {
+      const fanout = 16;
+      const bytes = Buffer.alloc(fanout * 32);
+      entries.forEach((e, i) => bytes.write(e, i * 32, 'hex'));
+      const enc = encodeIndexPageBytes(level, bytes);
+      assert.deepEqual(enc, encodeIndexPage({ level, entries }));
+      assert.deepEqual(decodeIndexPageBytes(enc, level, fanout), bytes);
+      assert.equal(decodeIndexPageBytes(enc, level + 1, fanout), decodeIndexPage(enc, level + 1, fanout));
+      const cut = enc.subarray(0, Math.max(0, enc.length - 5));
+      assert.equal(decodeIndexPageBytes(cut, level, fanout), decodeIndexPage(cut, level, fanout));
+    }),
+    { seed: fcSeed(), numRuns: 100 },
+  );
 });
 
 test('compression: compressible chunks shrink, incompressible ones are stored (probed by their first 4 KiB), both round-trip', () => {
