@@ -18,6 +18,7 @@ npm run build
 
 DEMO="$ROOT/tidemark-demo"
 export TIDEMARK_HOME="$DEMO/home"
+export TIDEMARK_CACHE_DIR="$DEMO/cache"   # the local pack index cache (default ~/.cache/tidemark)
 tidemark() { node "$ROOT/dist/src/cli/main.js" "$@"; }
 
 step "Starting fresh in $DEMO (TIDEMARK_HOME=$TIDEMARK_HOME)"

@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { LocalBackend } from '../backend/LocalBackend.js';
-import { readPassphrase, type PassphraseSource } from '../repo/openRepositoryAt.js';
+import { defaultCacheRoot, readPassphrase, type PassphraseSource } from '../repo/openRepositoryAt.js';
 import { decodeRepoConfig } from '../repo/RepoConfig.js';
 import { Repository } from '../repo/Repository.js';
 
@@ -31,7 +31,7 @@ export async function openOrCreateRepository(path: string | undefined, opts: Pas
   // 0.7x-1.3x of the plain backend (bench/backup.ts); pack files are the real fix.
   const backend = local;
   if (!exists && opts.create) {
-    const repo = await Repository.init(backend, { workers: opts.workers });
+    const repo = await Repository.init(backend, { workers: opts.workers, cacheRoot: defaultCacheRoot(opts.env) });
     opts.onCreated?.(dir);
     return repo;
   }
@@ -42,5 +42,5 @@ export async function openOrCreateRepository(path: string | undefined, opts: Pas
   } catch {
     // Repository.open reports a missing or bad config precisely.
   }
-  return Repository.open(backend, { passphrase: encrypted ? await readPassphrase(opts) : undefined, workers: opts.workers });
+  return Repository.open(backend, { passphrase: encrypted ? await readPassphrase(opts) : undefined, workers: opts.workers, cacheRoot: defaultCacheRoot(opts.env) });
 }

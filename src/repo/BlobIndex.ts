@@ -28,7 +28,8 @@ export interface BlobLocation extends PackEntry {
 }
 
 /** Words per record: digest (8), kind, pack number, offset, length. */
-const STRIDE = 12;
+export const BLOB_INDEX_STRIDE = 12;
+const STRIDE = BLOB_INDEX_STRIDE;
 const W_KIND = 8;
 const W_PACK = 9;
 const W_OFFSET = 10;
@@ -36,6 +37,18 @@ const W_LENGTH = 11;
 /** Value of a lowercase hex digit by char code; -1: not one (uppercase too: digests are lowercase). */
 const NIBBLE = new Int8Array(128).fill(-1);
 for (let c = 0; c < 16; c++) NIBBLE['0123456789abcdef'.charCodeAt(c)] = c;
+
+/** What BlobIndex.parts() gives and fromParts() takes. */
+export interface BlobIndexParts {
+  /** STRIDE (12) int32 words per record: digest words (8), kind, pack number, offset, length. */
+  records: Int32Array;
+  /** Open-addressing table: record number + 1, 0 empty; a power of two long. */
+  slots: Int32Array;
+  distinct: number;
+  ids: readonly string[];
+  /** Per pack number: [start, count, ...] runs of its records. */
+  runs: ReadonlyArray<readonly number[]>;
+}
 
 export class BlobIndex {
   /** Records, STRIDE words each, in insertion order (offset and length stored as their int32 bits). */
@@ -213,6 +226,55 @@ export class BlobIndex {
     }));
   }
 
+  /**
+   * The table's state (views of its arrays, not copies: serialise before changing the table), for the
+   * local cache (BlobIndexCache).
+   */
+  parts(): BlobIndexParts {
+    return { records: this.rec.subarray(0, this.count * STRIDE), slots: this.slots, distinct: this.distinct, ids: this.ids, runs: this.runs };
+  }
+
+  /**
+   * A table from parts() of another (the arrays are taken, not copied). Validates what a damaged cache
+   * could break — array sizes, pack numbers, runs and slots in range, kinds — and returns a description
+   * of the problem instead of a table; the cache's checksum guards the rest.
+   */
+  static fromParts(p: BlobIndexParts): BlobIndex | string {
+    const count = p.records.length / STRIDE;
+    if (!Number.isInteger(count)) return `records of ${p.records.length} words are not whole`;
+    const slots = p.slots.length;
+    if (slots < 32 || (slots & (slots - 1)) !== 0) return `slot table of ${slots} is not a power of two >= 32`;
+    if (p.distinct > count || p.distinct * 2 > slots) return `${p.distinct} distinct blobs do not fit ${count} records / ${slots} slots`;
+    if (p.runs.length !== p.ids.length) return `${p.runs.length} run lists for ${p.ids.length} packs`;
+    let used = 0;
+    for (let i = 0; i < slots; i++) {
+      const v = p.slots[i];
+      if (v < 0 || v > count) return `slot ${i} names record ${v - 1} of ${count}`;
+      if (v !== 0) used++;
+    }
+    if (used !== p.distinct) return `${used} slots used, ${p.distinct} distinct blobs claimed`;
+    for (let r = 0; r < count; r++) {
+      const k = r * STRIDE;
+      const kind = p.records[k + W_KIND];
+      if (kind !== ObjectKind.chunk && kind !== ObjectKind.indexPage) return `record ${r} has kind ${kind}`;
+      if (p.records[k + W_PACK] < 0 || p.records[k + W_PACK] >= p.ids.length) return `record ${r} names pack ${p.records[k + W_PACK]} of ${p.ids.length}`;
+    }
+    for (const runs of p.runs) {
+      for (let i = 0; i < runs.length; i += 2) if (!(runs[i] >= 0 && runs[i + 1] > 0 && runs[i] + runs[i + 1] <= count)) return `run ${runs[i]}+${runs[i + 1]} outside ${count} records`;
+    }
+    const t = new BlobIndex(16);
+    t.rec = p.records;
+    t.count = count;
+    t.slots = p.slots;
+    t.mask = slots - 1;
+    t.distinct = p.distinct;
+    t.ids = [...p.ids];
+    t.runs = p.runs.map((r) => [...r]);
+    t.ids.forEach((id, no) => t.packNos.set(id, no));
+    if (t.packNos.size !== t.ids.length) return 'a pack id is listed twice';
+    return t;
+  }
+
   /** Drop the records' growth slack (after a bulk load) if it is more than 1/16 of them. */
   trim(): void {
     const need = Math.max(16, this.count) * STRIDE;
@@ -284,7 +346,7 @@ export class BlobIndex {
   private reserve(n: number): void {
     const need = (this.count + n) * STRIDE;
     if (need <= this.rec.length) return;
-    let len = this.rec.length * 2;
+    let len = Math.max(this.rec.length * 2, 16 * STRIDE); // a table from fromParts() may hold no records
     while (len < need) len *= 2;
     const rec = new Int32Array(len);
     rec.set(this.rec.subarray(0, this.count * STRIDE));

@@ -29,6 +29,7 @@ import { ObjectKind, PACK_INDEX_ENTRY_SIZE, PACK_INDEX_EVERY_PACKS, PACK_INDEX_M
 import { CorruptObjectError } from './errors.js';
 import { decodeObject, encodeObject, objectDigest, type RepoKeys } from './ObjectCodec.js';
 import { BlobIndex, type BlobLocation } from './BlobIndex.js';
+import { encodeBlobIndexCache, openBlobIndexCache, readBlobIndexCacheFile, writeBlobIndexCache, type CachedTable } from './BlobIndexCache.js';
 import { decodePackIndex, encodePack, encodePackIndex, PackBuilder, type BlobKind, type PackIndexPack } from './PackFormat.js';
 
 export type { BlobLocation } from './BlobIndex.js';
@@ -100,7 +101,25 @@ export class PackStore {
     readonly backend: Backend,
     private readonly keys: RepoKeys | null,
     private readonly targetSize = PACK_TARGET_SIZE,
+    /** Where the local table cache lives (BlobIndexCache); null: none. */
+    private readonly cacheDir: string | null = null,
   ) {}
+
+  private cacheWrite: Promise<void> = Promise.resolve();
+
+  /** The next load reads every pack index object, not the cache (reset({ readAll: true })). */
+  private readAll = false;
+  /** The cache file's bytes, read ahead by prefetchCache() for the next load. */
+  private cacheFile: Promise<Buffer | null> | null = null;
+
+  /**
+   * Start reading the local cache file now (before the repository lock is taken: only bytes are read,
+   * and the next load checks them against the pack indexes it lists under the lock), so the read is
+   * not queued in libuv's pool behind the backup's chunk reads.
+   */
+  prefetchCache(): void {
+    if (this.cacheDir) this.cacheFile ??= readBlobIndexCacheFile(this.cacheDir);
+  }
 
   /** Load every pack index (once; again after reset()). Unreadable ones are recorded in indexProblems. */
   ensureLoaded(): Promise<void> {
@@ -115,8 +134,22 @@ export class PackStore {
    */
   private async load(keepOwn = true): Promise<void> {
     const gen = this.generation;
-    const names: string[] = [];
-    for await (const n of this.backend.list('packindex')) names.push(n);
+    const listed: string[] = [];
+    for await (const n of this.backend.list('packindex')) listed.push(n);
+    // The local cache holds the table of a set of pack index objects, by name: usable while every one
+    // of them is still listed (a prune that removed one makes it stale); the others are read below.
+    let cached: CachedTable | null = null;
+    if (this.cacheDir && !this.readAll) {
+      const file = await (this.cacheFile ?? readBlobIndexCacheFile(this.cacheDir));
+      this.cacheFile = null;
+      cached = file && openBlobIndexCache(file, this.cacheDir, this.keys);
+    }
+    if (cached) {
+      const have = new Set(listed);
+      if (!cached.names.every((n) => have.has(n))) cached = null;
+    }
+    const inCache = new Set(cached?.names ?? []);
+    const names = listed.filter((n) => !inCache.has(n));
     // Read them all first (a few at a time), then add them in listing order: their sizes bound the
     // number of entries, so the table is allocated once.
     const read: Array<{ name: string; plain: Buffer | null; error: CorruptObjectError | null } | null> = new Array(names.length).fill(null);
@@ -140,8 +173,8 @@ export class PackStore {
       }
     };
     await Promise.all(Array.from({ length: Math.min(INDEX_READS, names.length) }, reader));
-    const index = new BlobIndex(Math.ceil(bytes / PACK_INDEX_ENTRY_SIZE));
-    const indexNames: string[] = [];
+    const index = cached?.index ?? new BlobIndex(Math.ceil(bytes / PACK_INDEX_ENTRY_SIZE));
+    const indexNames: string[] = cached?.names ?? [];
     const problems: Array<{ name: string; error: Error }> = [];
     for (const r of read) {
       if (!r) continue;
@@ -162,6 +195,30 @@ export class PackStore {
     this.loadedAt = Date.now();
   }
 
+  /**
+   * Write the local cache (when configured) from the current table, in the background: only when the
+   * table is exactly what the durable pack indexes in `indexNames` say (nothing pending, unindexed or
+   * unreadable). Encoded now (a snapshot), written later; failures are ignored (a cache is optional).
+   */
+  saveCache(): void {
+    const dir = this.cacheDir;
+    if (!dir || !this.loaded || this.problems.length > 0 || this.pending.size > 0 || this.uploads.size > 0 || this.unindexed.length > 0) return;
+    const names = [...this.indexNames];
+    const index = this.index;
+    let snapshot: Buffer;
+    try {
+      snapshot = encodeBlobIndexCache(names, index);
+    } catch {
+      return; // a name the cache cannot hold (not a digest): no cache
+    }
+    this.cacheWrite = this.cacheWrite.then(() => writeBlobIndexCache(dir, this.keys, snapshot)).catch(() => undefined);
+  }
+
+  /** Resolves when cache writes started so far are done (close). */
+  cacheSaved(): Promise<void> {
+    return this.cacheWrite;
+  }
+
   /** Read and decode one pack index object. */
   async readIndex(name: string): Promise<PackIndexPack[]> {
     const packs = decodePackIndex(await this.readIndexPlain(name));
@@ -175,8 +232,9 @@ export class PackStore {
   }
 
   /** Drop everything known (after taking a lock, or after prune). Unflushed blobs are discarded. */
-  reset(): void {
+  reset(opts: { readAll?: boolean } = {}): void {
     this.generation++;
+    this.readAll = opts.readAll ?? false;
     for (const o of this.open.values()) void o.writer?.abort(); // never rejects; removes its temp file
     this.index = new BlobIndex();
     this.indexNames = [];

@@ -14,6 +14,7 @@
  * by its digest; every read is verified against the name.
  */
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import type { Backend, ObjectType } from '../backend/Backend.js';
 import { ObjectNotFoundError } from '../backend/errors.js';
 import { DEFAULT_ZSTD_LEVEL, ObjectKind, ZERO_DIGEST } from './constants.js';
@@ -29,7 +30,7 @@ import type { BlobKind } from './PackFormat.js';
 import { PackStore, type BlobLocation } from './PackStore.js';
 import { packWindows } from './packWindows.js';
 
-export interface InitOptions extends Pick<OpenOptions, 'workers' | 'packSize'> {
+export interface InitOptions extends Pick<OpenOptions, 'workers' | 'packSize' | 'cacheRoot'> {
   /** Encrypt the repository under this passphrase (`repo init --encrypt`). */
   passphrase?: string;
   /** Default chunk size for new disks (power of two, 4 KiB..4 MiB). */
@@ -51,6 +52,12 @@ export interface OpenOptions {
   workers?: number;
   /** Pack target size in bytes (default PACK_TARGET_SIZE, 16 MiB; tests use small packs). */
   packSize?: number;
+  /**
+   * Keep a local cache of the pack index table under `<cacheRoot>/<repository id>/` (BlobIndexCache):
+   * later opens read one file instead of every pack index object. None by default (library); the CLI
+   * uses `$TIDEMARK_HOME/cache`.
+   */
+  cacheRoot?: string;
 }
 
 /** Counters of what this Repository instance stored (for stats and tests). */
@@ -87,12 +94,11 @@ export class Repository {
     readonly backend: Backend,
     readonly config: RepoConfig,
     private readonly keys: RepoKeys | null,
-    workers = 0,
-    packSize?: number,
+    opts: Pick<OpenOptions, 'workers' | 'packSize' | 'cacheRoot'> = {},
   ) {
     this.zstdLevel = config.compression === 'zstd' && zstd ? DEFAULT_ZSTD_LEVEL : 0;
-    if (workers > 0) this.pool = new CodecPool(workers, keys, this.zstdLevel);
-    this.packs = new PackStore(backend, keys, packSize);
+    if ((opts.workers ?? 0) > 0) this.pool = new CodecPool(opts.workers!, keys, this.zstdLevel);
+    this.packs = new PackStore(backend, keys, opts.packSize, opts.cacheRoot ? join(opts.cacheRoot, config.id) : null);
   }
 
   /**
@@ -106,7 +112,16 @@ export class Repository {
       await this.packs.flush();
     } finally {
       await p?.close();
+      await this.packs.cacheSaved();
     }
+  }
+
+  /**
+   * Refresh the local pack index cache (when one is configured) in the background, from what this
+   * process knows now: call after a manifest was written (everything is flushed). close() waits for it.
+   */
+  saveCache(): void {
+    this.packs.saveCache();
   }
 
   /** Make every chunk and index page stored so far durable and indexed (a manifest may then name them). */
@@ -136,7 +151,7 @@ export class Repository {
     }
     // The config goes last: a repository is visible only once its key exists.
     if (!(await backend.put('config', 'config', encodeRepoConfig(config)))) throw new RepositoryExistsError(backend.location);
-    return new Repository(backend, config, keys, opts.workers, opts.packSize);
+    return new Repository(backend, config, keys, opts);
   }
 
   /** Open an existing repository; an encrypted one needs its passphrase (WrongPassphraseError otherwise). */
@@ -156,7 +171,7 @@ export class Repository {
     if (config.compression === 'zstd' && !zstd) throw new UnsupportedRepositoryError(backend.location, 'the repository is zstd-compressed but the zstd-napi addon is not available');
     const encrypted = config.encryption !== 'none';
     if (encrypted !== (opts.passphrase !== undefined)) throw new PassphraseMismatchError(backend.location, encrypted);
-    if (!encrypted) return new Repository(backend, config, null, opts.workers, opts.packSize);
+    if (!encrypted) return new Repository(backend, config, null, opts);
     for await (const name of backend.list('keys')) {
       let master: Buffer | null;
       try {
@@ -164,7 +179,7 @@ export class Repository {
       } catch {
         continue; // not a key file we understand; try the others
       }
-      if (master) return new Repository(backend, config, splitMasterKey(master), opts.workers, opts.packSize);
+      if (master) return new Repository(backend, config, splitMasterKey(master), opts);
     }
     throw new WrongPassphraseError(backend.location);
   }
@@ -366,10 +381,11 @@ export class Repository {
 
   /**
    * Forget cached knowledge of stored objects (after taking a lock: a prune may have run; after prune
-   * removed some). Blobs added but not flushed are discarded.
+   * removed some). Blobs added but not flushed are discarded. `readAll`: the next load reads every pack
+   * index object, not the local cache (verify and prune must see damage in each of them).
    */
-  forgetCache(): void {
-    this.packs.reset();
+  forgetCache(opts: { readAll?: boolean } = {}): void {
+    this.packs.reset(opts);
   }
 }
 

@@ -22,7 +22,7 @@ export const MAX_OBJECT_PLAIN = 64 * 1024 * 1024;
 export const REPO_FORMAT_VERSION = 2;
 
 /** What an envelope holds; binds bytes to their object type so a chunk cannot pose as an index page. */
-export const ObjectKind = { chunk: 1, indexPage: 2, manifest: 3, lock: 4, packHeader: 5, packIndex: 6 } as const;
+export const ObjectKind = { chunk: 1, indexPage: 2, manifest: 3, lock: 4, packHeader: 5, packIndex: 6, blobIndexCache: 7 } as const;
 export type ObjectKind = (typeof ObjectKind)[keyof typeof ObjectKind];
 
 /** Index page magic: ASCII "TMIX". */

@@ -1,4 +1,6 @@
 import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { LocalBackend } from '../backend/LocalBackend.js';
 import { UsageError } from '../errors.js';
 import { decodeRepoConfig } from './RepoConfig.js';
@@ -26,6 +28,17 @@ export async function readPassphrase(src: PassphraseSource): Promise<string | un
 }
 
 /**
+ * Where the local caches of repositories live (Repository `cacheRoot`): `$TIDEMARK_CACHE_DIR`, else
+ * `$XDG_CACHE_HOME/tidemark`, else `~/.cache/tidemark`; `TIDEMARK_CACHE_DIR=off` turns caching off.
+ */
+export function defaultCacheRoot(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const v = env.TIDEMARK_CACHE_DIR;
+  if (v === 'off') return undefined;
+  if (v) return resolve(v);
+  return join(env.XDG_CACHE_HOME ? resolve(env.XDG_CACHE_HOME) : join(homedir(), '.cache'), 'tidemark');
+}
+
+/**
  * Open the repository in directory `path` (LocalBackend), asking for the passphrase only when the
  * repository is encrypted — a TIDEMARK_PASSPHRASE set for other repositories does not get in the way.
  */
@@ -38,5 +51,5 @@ export async function openRepositoryAt(path: string, src: PassphraseSource & { w
   } catch {
     // Repository.open reports a missing or bad config precisely.
   }
-  return Repository.open(backend, { passphrase: encrypted ? await readPassphrase(src) : undefined, workers: src.workers });
+  return Repository.open(backend, { passphrase: encrypted ? await readPassphrase(src) : undefined, workers: src.workers, cacheRoot: defaultCacheRoot(src.env) });
 }

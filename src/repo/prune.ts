@@ -123,7 +123,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   const lock = await RepoLock.acquire(repo, { exclusive: true });
   try {
     const now = opts.now ?? Date.now();
-    repo.forgetCache();
+    repo.forgetCache({ readAll: true }); // must see every pack index, damaged ones included
     const store = repo.packs;
     await store.ensureLoaded();
     // An unreadable pack index hides which packs are live: deleting "unindexed" packs would be unsafe.

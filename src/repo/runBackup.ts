@@ -42,10 +42,14 @@ export async function runBackup(repo: Repository, opts: RunBackupOptions): Promi
   if (typeof opts.source?.id !== 'string' || typeof opts.source.name !== 'string') throw new UsageError('a backup needs a source { id, name }');
   const incremental = opts.disks.some((d) => d.changedRanges && d.previous && d.previous.indexRoot !== ZERO_DIGEST);
   if (incremental && !opts.parent) throw new UsageError('an incremental backup (changed ranges) needs the parent snapshot id its previous disk entries come from');
+  repo.packs.prefetchCache(); // read while the lock is taken; checked by the load under the lock
   const lock = opts.noLock ? null : await RepoLock.acquire(repo, { exclusive: false });
   try {
     // What this process remembers as stored may have been pruned since its last lock.
     repo.forgetCache();
+    // Start reloading what is stored now, so its reads (one cache file, or the pack indexes) are queued
+    // in libuv's pool ahead of the disk's chunk reads; whoever needs the table awaits (and sees errors).
+    repo.packs.ensureLoaded().catch(() => undefined);
     // An incremental reuses the parent's pages and chunks by digest without reading them all. They are
     // guaranteed to exist only while the parent manifest exists (prune keeps everything reachable
     // from a manifest, and cannot run while we hold our lock).
@@ -69,6 +73,7 @@ export async function runBackup(repo: Repository, opts: RunBackupOptions): Promi
     const id = await saveManifest(repo, m, async () => {
       if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('backup aborted');
     });
+    repo.saveCache(); // the next backup or restore reads one file instead of every pack index (background)
     return { ...m, id };
   } catch (err) {
     await repo.packs.abort(); // nothing unflushed survives a failed backup (it would be garbage anyway)

@@ -74,7 +74,7 @@ async function verifyLocked(repo: Repository, opts: VerifyOptions): Promise<Veri
   };
 
   // 0. pack indexes (an unreadable one makes its blobs look missing; reported itself too)
-  repo.forgetCache();
+  repo.forgetCache({ readAll: true }); // every pack index is read and checked, not the local cache
   await repo.packs.ensureLoaded();
   for (const p of repo.packs.indexProblems) record('packindex', p.name, p.error);
 
