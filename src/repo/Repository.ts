@@ -55,7 +55,7 @@ export interface OpenOptions {
   /**
    * Keep a local cache of the pack index table under `<cacheRoot>/<repository id>/` (BlobIndexCache):
    * later opens read one file instead of every pack index object. None by default (library); the CLI
-   * uses `$TIDEMARK_HOME/cache`.
+   * uses defaultCacheRoot() (`$TIDEMARK_CACHE_DIR`, else `~/.cache/tidemark`).
    */
   cacheRoot?: string;
 }
